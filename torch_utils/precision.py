@@ -13,7 +13,7 @@ import torch
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_flags():
     """The bf16-related instruction-set flags of this CPU (empty where /proc/cpuinfo is absent)."""
     try:

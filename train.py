@@ -1,0 +1,348 @@
+"""Train a GAN (and, with plug-in configurations, its disentangled variants).
+
+Run directories, option names and outputs follow StyleGAN2-ADA.
+"""
+
+import json
+import os
+import re
+import tempfile
+
+import click
+import torch
+
+import dnnlib
+from torch_utils import training_stats
+from torch_utils.precision import PRECISIONS, resolve_precision
+
+#: Augmentation presets by name (their contents live in training/augment.py).
+AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
+
+
+class UserError(click.ClickException):
+    """A mistake in the command line or the inputs, reported as one sentence."""
+
+
+def _gan_configs():
+    """Configuration presets: the host's, plus those a plug-in registers when it is installed."""
+    cfgs = {'stylegan2': _configure_stylegan2}
+    try:
+        from disentangle import configs as plugin_configs  # optional plug-in; training works without it
+    except ImportError:
+        plugin_configs = None
+    if plugin_configs is not None and hasattr(plugin_configs, 'CONFIGS'):
+        cfgs.update(plugin_configs.CONFIGS)
+    return cfgs
+
+
+def _configure_stylegan2(c, opts, training_set):
+    """StyleGAN2-ADA's `auto` rule: batch, gamma, EMA and width follow the resolution."""
+    res = training_set.resolution
+    gpus = opts.gpus
+    batch = opts.batch or max(min(gpus * min(4096 // res, 32), 64), gpus)
+    c.batch_size = batch
+    c.G_kwargs.mapping_kwargs.num_layers = opts.map
+    c.D_kwargs.epilogue_kwargs.mbstd_group_size = min(batch // gpus, 4)
+    lr = 0.002 if res >= 1024 else 0.0025
+    c.G_opt_kwargs.lr = c.D_opt_kwargs.lr = lr
+    c.loss_kwargs.r1_gamma = opts.gamma if opts.gamma is not None else 0.0002 * (res ** 2) / batch
+    c.ema_kimg = batch * 10 / 32
+    c.ema_rampup = 0.05
+    return dict(cbase=int((1 if res >= 512 else 0.5) * 32768), cmax=512)
+
+
+def _make_run_dir(outdir, desc, dry_run):
+    prev = []
+    if os.path.isdir(outdir):
+        prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))]
+    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
+    run_id = max(ids, default=-1) + 1
+    run_dir = os.path.join(outdir, f'{run_id:05d}-{desc}')
+    if not dry_run:
+        os.makedirs(run_dir, exist_ok=False)
+    return run_dir
+
+
+def _resolve_resume(resume):
+    """A snapshot path, or a run directory (its newest snapshot; training continues in it)."""
+    if resume is None:
+        return None, None
+    if os.path.isdir(resume):
+        from training.training_loop import list_snapshots
+        snaps = list_snapshots(resume)
+        if not snaps:
+            raise UserError(f'--resume={resume} is a directory without network-snapshot-*.pkl files.')
+        return snaps[-1], resume
+    if not (os.path.isfile(resume) or dnnlib.util.is_url(resume)):
+        raise UserError(f'--resume={resume} does not exist; give a network-snapshot-*.pkl or a run directory.')
+    return resume, None
+
+
+def _check_resume_fits(resume_pkl, training_set):
+    import pickle
+    try:
+        with dnnlib.util.open_url(resume_pkl) as f:
+            data = pickle.load(f)
+    except Exception as err:
+        raise UserError(f'--resume={resume_pkl} cannot be read as a network pickle ({type(err).__name__}: {err}).')
+    G = data.get('G_ema') if isinstance(data, dict) else None
+    exact = isinstance(data, dict) and data.get('resume_state') is not None
+    if G is None:
+        raise UserError(f'--resume={resume_pkl} is not a network snapshot (no G_ema inside).')
+    if (G.img_resolution, G.img_channels) != (training_set.resolution, training_set.num_channels):
+        raise UserError(f'--resume={resume_pkl} was trained at {G.img_resolution}x{G.img_resolution} with '
+                        f'{G.img_channels} channel(s) but the data is {training_set.resolution}x'
+                        f'{training_set.resolution} with {training_set.num_channels}; resume from a matching snapshot.')
+    return exact
+
+
+def _subprocess_fn(rank, c, temp_dir):
+    log_file = os.path.join(c.run_dir, 'log.txt') if rank == 0 else None
+    with dnnlib.util.Logger(file_name=log_file, file_mode='a', should_flush=True):
+        _train_in_process(rank, c, temp_dir)
+
+
+def _train_in_process(rank, c, temp_dir):
+    device = torch.device(c.device)
+    if c.num_gpus > 1:
+        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}',
+                                             rank=rank, world_size=c.num_gpus)
+        if device.type == 'cpu':
+            torch.set_num_threads(max(os.cpu_count() // c.num_gpus, 1))
+    if device.type == 'cuda':
+        device = torch.device('cuda', rank)
+        torch.cuda.set_device(device)
+    training_stats.init_multiprocessing(rank=rank, sync_device=device if c.num_gpus > 1 else None)
+    from training import training_loop
+    kwargs = dict(c)
+    kwargs.update(rank=rank, device=device)
+    training_loop.training_loop(**kwargs)
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--outdir', help='Where to save the results', metavar='DIR', required=True)
+@click.option('--data', help='Training data: a zip or folder of images, or a built-in name (dsprites, shapes3d, digits)',
+              metavar='PATH', required=True)
+@click.option('--cfg', help='Method and its recommended hyper-parameters', metavar='NAME', default='stylegan2')
+@click.option('--gpus', help='Number of processes (GPUs, or CPU processes with gloo)', type=click.IntRange(min=1), default=1)
+@click.option('--batch', help='Total batch size [default: by --cfg]', type=click.IntRange(min=1))
+@click.option('--batch-gpu', help='Batch per process and accumulation round [default: batch/gpus]', type=click.IntRange(min=1))
+@click.option('--kimg', help='Training duration in thousands of images', type=click.FloatRange(min=0, min_open=True), default=25000)
+@click.option('--gamma', help='R1 regularisation weight; with --cfg=factorvae the total-correlation weight [default: by --cfg]',
+              type=click.FloatRange(min=0))
+@click.option('--snap', help='Snapshot interval in ticks', type=click.IntRange(min=1), default=50)
+@click.option('--tick', help='Progress-line interval in kimg', type=click.FloatRange(min=0, min_open=True), default=4)
+@click.option('--seed', help='Random seed', type=click.IntRange(min=0), default=0)
+@click.option('--aug', help='Augmentation mode', type=click.Choice(['ada', 'noaug', 'fixed']), default='ada')
+@click.option('--p', help='Augmentation probability for --aug=fixed', type=click.FloatRange(min=0, max=1))
+@click.option('--target', help='ADA target value for --aug=ada', type=click.FloatRange(min=0, max=1), default=0.6)
+@click.option('--augpipe', help='Augmentation pipeline', type=click.Choice(AUGPIPES), default='bgc')
+@click.option('--mirror', help='Enable dataset x-flips', type=bool, default=False, metavar='BOOL')
+@click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, default=False, metavar='BOOL')
+@click.option('--resume', help='Resume from a network snapshot, or continue a run directory in place', metavar='PKL|DIR')
+@click.option('--precision', help='Arithmetic precision (auto = bf16 on CPUs with AMX/AVX-512 BF16)',
+              type=click.Choice(PRECISIONS), default='auto')
+@click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
+@click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=2)
+@click.option('--metrics', help='Metrics to evaluate at each snapshot, comma-separated, or "none"', default='none')
+@click.option('--cbase', help='Capacity multiplier (channels = cbase / resolution) [default: by --cfg]', type=click.IntRange(min=1))
+@click.option('--cmax', help='Max. feature maps [default: by --cfg]', type=click.IntRange(min=1))
+@click.option('--map', help='Mapping network depth', type=click.IntRange(min=1), default=2)
+@click.option('--glr', help='G learning rate [default: by --cfg]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--dlr', help='D learning rate [default: by --cfg]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--code-dim', help='VAE configs: code dimensions [default: 10]', type=click.IntRange(min=1))
+@click.option('--beta', help='VAE configs: KL weight (betavae) or total-correlation weight (btcvae) [default: by --cfg]',
+              type=click.FloatRange(min=0))
+@click.option('--recon', help='VAE configs: decoder likelihood (auto = bernoulli for 1 channel, gaussian for colour)',
+              type=click.Choice(['auto', 'bernoulli', 'gaussian']), default='auto')
+@click.option('--lr', help='VAE configs: learning rate [default: 1e-3; official 1e-4]; GAN configs use --glr/--dlr',
+              type=click.FloatRange(min=0, min_open=True))
+@click.option('--dry-run', help='Print the training options and exit', is_flag=True)
+def main(**kwargs):
+    """Train a GAN with the StyleGAN2-ADA recipe, on CPU or GPU.
+
+    \b
+    # A CPU-sized StyleGAN2 on the built-in dSprites (tens of images/s on 2 cores):
+    python train.py --outdir=runs --data=dsprites --cfg=stylegan2 --cbase=4096 --cmax=128 --map=2 --batch=8 --kimg=2
+
+    \b
+    # Full-size StyleGAN2-ADA on your own dataset zip (see dataset_tool.py), two GPUs:
+    python train.py --outdir=runs --data=datasets/faces.zip --gpus=2 --mirror=1
+
+    \b
+    # Stage 1 of ID-GAN: a beta-VAE on dSprites (also --cfg=btcvae --beta=6, --cfg=factorvae --gamma=10):
+    python train.py --outdir=runs --data=dsprites --cfg=betavae --beta=8 --code-dim=10 --kimg=20
+
+    \b
+    # Continue a run that was stopped, exactly where it left off:
+    python train.py --outdir=runs --data=dsprites --resume=runs/00000-dsprites-stylegan2-batch8
+    """
+    opts = dnnlib.EasyDict(kwargs)
+    from training.vae_loop import launch_vae_training, vae_cfgs
+    if opts.cfg in vae_cfgs():  # stage 1 of ID-GAN: VAE training has its own loop
+        launch_vae_training(opts)
+        return
+    c = dnnlib.EasyDict()
+
+    cfgs = _gan_configs()
+    if opts.cfg not in cfgs:
+        raise UserError(f'unknown --cfg={opts.cfg}; choose one of: {", ".join(sorted(cfgs))}.')
+    device = opts.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = str(torch.device(device))
+    except RuntimeError:
+        raise UserError(f'--device={opts.device} is not a torch device name (try cpu or cuda).')
+    try:
+        precision = resolve_precision(opts.precision, device)
+    except ValueError as err:
+        raise UserError(str(err))
+
+    # Data.
+    from training.dataset import DatasetError, dataset_kwargs
+    try:
+        c.training_set_kwargs = dataset_kwargs(opts.data, use_labels=opts.cond, xflip=opts.mirror, max_size=None)
+        training_set = dnnlib.util.construct_class_by_name(**c.training_set_kwargs)
+    except DatasetError as err:
+        raise UserError(str(err))
+    res = training_set.resolution
+    if res < 4 or res & (res - 1) != 0 or training_set.image_shape[1] != training_set.image_shape[2]:
+        raise UserError(f'--data={opts.data} has {training_set.image_shape[1]}x{training_set.image_shape[2]} images; '
+                        f'StyleGAN2 needs square power-of-two images (use dataset_tool.py --resolution).')
+    if opts.cond and not training_set.has_labels:
+        raise UserError(f'--cond=1 needs labels, but {opts.data} has none (dataset.json "labels").')
+    c.training_set_kwargs.resolution = res
+    c.training_set_kwargs.max_size = len(training_set)
+    c.data_loader_kwargs = dnnlib.EasyDict(pin_memory=device.startswith('cuda'), prefetch_factor=2,
+                                           num_workers=opts.workers)
+
+    # Networks, optimisers, loss.
+    c.G_kwargs = dnnlib.EasyDict(class_name='networks.stylegan2.Generator', z_dim=512, w_dim=512,
+                                 mapping_kwargs=dnnlib.EasyDict(), synthesis_kwargs=dnnlib.EasyDict())
+    c.D_kwargs = dnnlib.EasyDict(class_name='networks.stylegan2.Discriminator', block_kwargs=dnnlib.EasyDict(),
+                                 mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())
+    c.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0.0, 0.99], eps=1e-8)
+    c.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', betas=[0.0, 0.99], eps=1e-8)
+    c.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss')
+    c.latent_kwargs = None
+    c.extra_terms_kwargs = []
+    c.num_gpus = opts.gpus
+    widths = cfgs[opts.cfg](c, opts, training_set)
+    if opts.batch is not None:
+        c.batch_size = opts.batch
+    if c.batch_size % opts.gpus != 0:
+        raise UserError(f'--batch={c.batch_size} must be divisible by --gpus={opts.gpus}.')
+    c.batch_gpu = opts.batch_gpu or c.batch_size // opts.gpus
+    if (c.batch_size // opts.gpus) % c.batch_gpu != 0:
+        raise UserError(f'--batch={c.batch_size} must be a multiple of --gpus x --batch-gpu = {opts.gpus} x {c.batch_gpu}.')
+    if c.D_kwargs.epilogue_kwargs.get('mbstd_group_size') and c.batch_gpu % c.D_kwargs.epilogue_kwargs.mbstd_group_size != 0:
+        c.D_kwargs.epilogue_kwargs.mbstd_group_size = _largest_divisor_at_most(c.batch_gpu, 4)
+    cbase = opts.cbase or widths['cbase']
+    cmax = opts.cmax or widths['cmax']
+    c.G_kwargs.synthesis_kwargs.channel_base = c.D_kwargs.channel_base = cbase
+    c.G_kwargs.synthesis_kwargs.channel_max = c.D_kwargs.channel_max = cmax
+    if precision == 'fp16':  # StyleGAN2-ADA's mixed precision: fp16 in the 4 top resolutions
+        c.G_kwargs.synthesis_kwargs.num_fp16_res = c.D_kwargs.num_fp16_res = 4
+        c.G_kwargs.synthesis_kwargs.conv_clamp = c.D_kwargs.conv_clamp = 256
+    if opts.glr is not None:
+        c.G_opt_kwargs.lr = opts.glr
+    if opts.dlr is not None:
+        c.D_opt_kwargs.lr = opts.dlr
+    if opts.gamma is not None:
+        c.loss_kwargs.r1_gamma = opts.gamma
+
+    # Augmentation.
+    c.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe')
+    if opts.aug == 'noaug':
+        c.augment_kwargs = None
+        if opts.p is not None:
+            raise UserError('--p can only be given with --aug=fixed.')
+    else:
+        from training.augment import AUGPIPE_SPECS
+        c.augment_kwargs.update(AUGPIPE_SPECS[opts.augpipe])
+        if opts.aug == 'ada':
+            if opts.p is not None:
+                raise UserError('--p can only be given with --aug=fixed.')
+            c.ada_target = opts.target
+        else:
+            if opts.p is None:
+                raise UserError('--aug=fixed needs --p (the augmentation probability).')
+            c.augment_p = opts.p
+
+    # Run length, logging, metrics.
+    c.total_kimg = opts.kimg
+    c.kimg_per_tick = opts.tick
+    c.image_snapshot_ticks = c.network_snapshot_ticks = opts.snap
+    c.random_seed = opts.seed
+    c.precision = precision
+    c.device = device
+    c.metrics = [] if opts.metrics.strip().lower() in ('', 'none') else [m.strip() for m in opts.metrics.split(',')]
+    if c.metrics:
+        try:
+            from metrics import metric_main
+        except ImportError:
+            raise UserError('--metrics needs the metrics package, which is not installed; use --metrics=none.')
+        unknown = [m for m in c.metrics if not metric_main.is_valid_metric(m)]
+        if unknown:
+            raise UserError(f'unknown metric(s) {", ".join(unknown)}; choose from {", ".join(metric_main.list_valid_metrics())}.')
+
+    # Resume.
+    resume_pkl, resume_dir = _resolve_resume(opts.resume)
+    if resume_pkl is not None:
+        exact = _check_resume_fits(resume_pkl, training_set)
+        c.resume_pkl = resume_pkl
+        if not exact:
+            c.ema_rampup = None  # as StyleGAN2-ADA when starting from foreign weights: no EMA ramp-up
+
+    # Run directory.
+    desc = f'{training_set.name}-{opts.cfg}'
+    if opts.cond:
+        desc += '-cond'
+    if opts.mirror:
+        desc += '-mirror'
+    desc += f'-batch{c.batch_size}'
+    if resume_dir is not None:
+        c.run_dir = resume_dir
+    else:
+        c.run_dir = _make_run_dir(opts.outdir, desc, opts.dry_run)
+
+    print()
+    print('Training options:')
+    print(json.dumps(c, indent=2, default=str))
+    print()
+    print(f'Output directory:    {c.run_dir}')
+    print(f'Training data:       {opts.data} ({len(training_set)} images, {res}x{res}x{training_set.num_channels})')
+    print(f'Training duration:   {c.total_kimg} kimg')
+    print(f'Number of processes: {c.num_gpus}')
+    print(f'Device, precision:   {c.device}, {c.precision}')
+    print()
+    if opts.dry_run:
+        print('Dry run; exiting.')
+        return
+
+    options_path = os.path.join(c.run_dir, 'training_options.json')
+    if not os.path.exists(options_path):
+        with open(options_path + '.tmp', 'w') as f:
+            json.dump(c, f, indent=2, default=str)
+        os.replace(options_path + '.tmp', options_path)
+
+    print('Launching processes...')
+    from training.training_loop import TrainingDiverged
+    try:
+        with tempfile.TemporaryDirectory() as temp_dir:
+            if c.num_gpus == 1:
+                _subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+            else:
+                torch.multiprocessing.set_start_method('spawn', force=True)
+                torch.multiprocessing.spawn(fn=_subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+    except TrainingDiverged as err:
+        raise UserError(str(err))
+
+
+def _largest_divisor_at_most(n, limit):
+    return max(d for d in range(1, limit + 1) if n % d == 0)
+
+
+if __name__ == '__main__':
+    main()

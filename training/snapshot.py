@@ -1,0 +1,72 @@
+"""Loading network snapshots: ours and those written by the official StyleGAN2-ADA code.
+
+Official pickles were often written under numpy 1.x, whose internal modules were renamed in numpy
+2 (`numpy.core` -> `numpy._core`); the unpickler maps the names of whichever numpy is installed.
+Snapshots without plug-in keys get the plain Gaussian latent sampler, so every GAN pickle can be
+used for generation and evaluation the same way.
+"""
+
+import io
+import pickle
+
+import numpy as np
+
+import dnnlib
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be used, with one sentence saying why."""
+
+
+_NUMPY_2 = int(np.__version__.split('.')[0]) >= 2
+
+
+class _CompatUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if _NUMPY_2 and (module == 'numpy.core' or module.startswith('numpy.core.')):
+            module = 'numpy._core' + module[len('numpy.core'):]
+        elif not _NUMPY_2 and (module == 'numpy._core' or module.startswith('numpy._core.')):
+            module = 'numpy.core' + module[len('numpy._core'):]
+        return super().find_class(module, name)
+
+
+def load_pickle(f):
+    """Unpickle from a binary file object with numpy-1/2 name mapping."""
+    return _CompatUnpickler(f).load()
+
+
+def load_network_pkl(path_or_file, what='network snapshot'):
+    """Load a snapshot dict from a path, URL or binary file object.
+
+    Raises SnapshotError (not a deep unpickling traceback) for missing, truncated or foreign files.
+    """
+    try:
+        if isinstance(path_or_file, (str, bytes)) or hasattr(path_or_file, '__fspath__'):
+            with dnnlib.util.open_url(str(path_or_file), verbose=False) as f:
+                data = load_pickle(io.BytesIO(f.read()))
+        else:
+            data = load_pickle(path_or_file)
+    except FileNotFoundError:
+        raise SnapshotError(f'{path_or_file} does not exist.')
+    except (EOFError, pickle.UnpicklingError) as err:
+        raise SnapshotError(f'{path_or_file} is truncated or not a pickle ({err}); use another snapshot.')
+    except (AttributeError, ImportError, ModuleNotFoundError) as err:
+        raise SnapshotError(f'{path_or_file} needs code that is not available here ({err}).')
+    if not isinstance(data, dict):
+        raise SnapshotError(f'{path_or_file} is not a {what} (it holds a {type(data).__name__}, not a dict).')
+    return data
+
+
+def load_generator(path, device='cpu'):
+    """(G_ema, latent sampler, snapshot dict) ready for inference on `device`."""
+    data = load_network_pkl(path)
+    G = data.get('G_ema', data.get('G'))
+    if G is None:
+        raise SnapshotError(f'{path} holds no generator (no G_ema or G key); is it a VAE snapshot?')
+    sampler = data.get('latent')
+    if sampler is None:
+        from training.latent import GaussianLatent
+        sampler = GaussianLatent(z_dim=G.z_dim)
+    G = G.eval().requires_grad_(False).to(device)
+    sampler = sampler.eval().to(device)
+    return G, sampler, data
