@@ -250,15 +250,20 @@ def test_upfirdn2d_rejects_bad_arguments_with_clear_errors():
     (1, 1, 3, [2, 0, 1, -1], 1, True, False),
     (1, 1, 1, 0, 4, True, False),
 ])
-def test_conv2d_resample_matches_direct_computation(up, down, kernel, padding, groups, flip_weight, flip_filter):
-    x = rand(2, 4, 8, 8, seed=1)
-    w = rand(6 if groups != 4 else 8, 4 // groups, kernel, kernel, seed=2)
+def test_conv2d_resample_and_its_gradients_match_direct_computation(up, down, kernel, padding, groups, flip_weight, flip_filter):
+    x = rand(2, 4, 8, 8, seed=1).requires_grad_()
+    w = rand(6 if groups != 4 else 8, 4 // groups, kernel, kernel, seed=2).requires_grad_()
     f = FIR_1331.to(torch.float64)
     got = conv2d_resample.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups,
                                           flip_weight=flip_weight, flip_filter=flip_filter)
     want = direct_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    probe = rand(*want.shape, seed=3)
+    got_grads = torch.autograd.grad((got * probe).sum(), [x, w])
+    want_grads = torch.autograd.grad((want * probe).sum(), [x, w])
+    for g, r in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize('up, down', [(2, 1), (1, 2), (1, 1)])
@@ -428,6 +433,39 @@ def test_grid_sample_identity_grid_and_zero_padding():
     torch.testing.assert_close(grid_sample_gradfix.grid_sample(x, grid), x)
     far = torch.full([1, 1, 1, 2], 3.0, dtype=torch.float64)  # outside the image: zeros padding
     assert float(grid_sample_gradfix.grid_sample(x, far).abs().sum()) == 0.0
+
+
+def test_keyword_interface_used_by_official_network_pickles():
+    # Pickled StyleGAN2-ADA networks carry source that calls these names with these keywords.
+    x = rand(2, 4, 8, 8, dtype=torch.float32)
+    w = rand(4, 4, 3, 3, seed=1, dtype=torch.float32)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device=torch.device('cpu'), normalize=True, flip_filter=False,
+                               gain=1, separable=None)
+    styles = rand(2, 4, seed=2, dtype=torch.float32)
+    fused = conv2d_resample.conv2d_resample(x=x.reshape(1, -1, 8, 8), w=(w[None] * styles[:, None, :, None, None])
+                                            .reshape(-1, 4, 3, 3), f=f, up=2, down=1, padding=1, groups=2,
+                                            flip_weight=False, flip_filter=False)
+    separate = conv2d_resample.conv2d_resample(x=x * styles[:, :, None, None], w=w, f=f, up=2, padding=1,
+                                               flip_weight=False)
+    torch.testing.assert_close(fused.reshape(2, 4, 16, 16), separate, rtol=1e-5, atol=1e-5)
+    y = bias_act.bias_act(x=separate, b=rand(4, dtype=torch.float32), dim=1, act='lrelu', alpha=None,
+                          gain=bias_act.activation_funcs['lrelu'].def_gain * 1.0, clamp=256, impl='cuda')
+    y = fma.fma(a=y, b=styles[:, :, None, None], c=y)
+    img = upfirdn2d.upsample2d(x=x[:, :3], f=f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda')
+    img = upfirdn2d.downsample2d(x=img, f=upfirdn2d.setup_filter(list(range(1, 13))), down=2, padding=-2,
+                                 flip_filter=True)
+    assert img.shape == (2, 3, 6, 6)  # 16 / 2 = 8, less the 2 input pixels cropped per side
+    img = upfirdn2d.filter2d(x=img, f=f, padding=0, flip_filter=False, gain=1, impl='ref')
+    img = conv2d_gradfix.conv2d(input=img, weight=torch.ones(3, 1, 1, 3) / 3, groups=3)
+    grid = F.affine_grid(torch.eye(2, 3)[None].repeat(2, 1, 1), [2, 3, 8, 8], align_corners=False)
+    img = grid_sample_gradfix.grid_sample(img, grid)
+    assert y.shape == (2, 4, 16, 16) and img.shape == (2, 3, 8, 8)
+    assert upfirdn2d._parse_padding(3) == (3, 3, 3, 3) and upfirdn2d._parse_padding([1, 2]) == (1, 1, 2, 2)
+    assert upfirdn2d._get_filter_size(f) == (4, 4) and upfirdn2d._get_filter_size(None) == (1, 1)
+    assert upfirdn2d._parse_scaling([2, 3]) == (2, 3)
+    conv2d_gradfix.enabled = True  # official training code flips these switches; harmless here
+    grid_sample_gradfix.enabled = True
+    conv2d_gradfix.enabled = grid_sample_gradfix.enabled = False
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,13 +21,18 @@ class SnapshotError(Exception):
 _NUMPY_2 = int(np.__version__.split('.')[0]) >= 2
 
 
+def map_numpy_module(module):
+    """The name under which the installed numpy offers a module a pickle refers to."""
+    if _NUMPY_2 and (module == 'numpy.core' or module.startswith('numpy.core.')):
+        return 'numpy._core' + module[len('numpy.core'):]
+    if not _NUMPY_2 and (module == 'numpy._core' or module.startswith('numpy._core.')):
+        return 'numpy.core' + module[len('numpy._core'):]
+    return module
+
+
 class _CompatUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
-        if _NUMPY_2 and (module == 'numpy.core' or module.startswith('numpy.core.')):
-            module = 'numpy._core' + module[len('numpy.core'):]
-        elif not _NUMPY_2 and (module == 'numpy._core' or module.startswith('numpy._core.')):
-            module = 'numpy.core' + module[len('numpy._core'):]
-        return super().find_class(module, name)
+        return super().find_class(map_numpy_module(module), name)
 
 
 def load_pickle(f):

@@ -1,0 +1,163 @@
+"""Speed of one StyleGAN2 training step, as a fraction of this machine's measured peak.
+
+For a network width, resolution, batch and precision this prints: training images/s (phases
+weighted by the lazy-regularisation schedule: Gmain + Greg/4 + Dmain + Dreg/16 per step),
+achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter), the same machine's peak for the
+same dtype measured in the same run (the best of a large matmul and a large 3x3 convolution),
+generator inference images/s, and peak memory.
+
+    python benchmarks/train_step.py --res=64 --batch=8 --cbase=4096 --cmax=128 --map=2 --precision=fp32
+    python benchmarks/train_step.py --res=64 --batch=8 --cbase=4096 --cmax=128 --map=2 --precision=bf16
+    python benchmarks/train_step.py --res=64 --batch=8 --precision=fp32,bf16      # both, one run
+"""
+
+import os
+import resource
+import sys
+import time
+
+import click
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from networks.stylegan2 import Discriminator, Generator  # noqa: E402
+from training.latent import GaussianLatent  # noqa: E402
+from training.loss import StyleGAN2Loss, autocast_context  # noqa: E402
+
+PHASE_WEIGHTS = {'Gmain': 1.0, 'Greg': 1 / 4, 'Dmain': 1.0, 'Dreg': 1 / 16}
+
+
+class CountFlops(TorchDispatchMode):
+    """FLOPs of every op torch.utils.flop_counter knows (convolutions, matmuls and their gradients).
+
+    FlopCounterMode itself cannot be used: its module hooks reject torch.autograd.grad on leaf
+    inputs, which R1 and the path-length regulariser do.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        counter = flop_registry.get(func._overloadpacket)
+        if counter is not None:
+            self.total += counter(*args, **kwargs, out_val=out)
+        return out
+
+
+def _median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def probe_peak(dtype, repeats=5):
+    """GFLOP/s of a large matmul and a large 3x3 convolution in `dtype` (the machine's practical peak)."""
+    a = torch.randn(2048, 2048).to(dtype)
+    b = torch.randn(2048, 2048).to(dtype)
+    t = _median_time(lambda: a @ b, repeats)
+    matmul = 2 * 2048 ** 3 / t / 1e9
+    x = torch.randn(16, 128, 64, 64).to(dtype)
+    w = torch.randn(128, 128, 3, 3).to(dtype)
+    t = _median_time(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
+    conv = 2 * 16 * 128 * 128 * 9 * 64 * 64 / t / 1e9
+    return max(matmul, conv), matmul, conv
+
+
+def build(res, channels, cbase, cmax, map_layers, seed=0):
+    torch.manual_seed(seed)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=channels,
+                  mapping_kwargs=dict(num_layers=map_layers),
+                  synthesis_kwargs=dict(channel_base=cbase, channel_max=cmax)).train().requires_grad_(False)
+    D = Discriminator(c_dim=0, img_resolution=res, img_channels=channels, channel_base=cbase,
+                      channel_max=cmax).train().requires_grad_(False)
+    return G, D
+
+
+def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats):
+    G, D = build(res, channels, cbase, cmax, map_layers)
+    sampler = GaussianLatent(z_dim=G.z_dim)
+    amp = torch.bfloat16 if precision == 'bf16' else None
+    loss = StyleGAN2Loss(device='cpu', G=G, D=D, latent_sampler=sampler, r1_gamma=1.0, amp_dtype=amp)
+    real = torch.rand(batch, channels, res, res) * 2 - 1
+    c = torch.zeros(batch, 0)
+
+    def phase(name):
+        module = G if name.startswith('G') else D
+        def run():
+            module.requires_grad_(True)
+            loss.accumulate_gradients(name, real, c, sampler.sample(batch), c, gain=1, cur_nimg=0)
+            module.requires_grad_(False)
+            for p in module.parameters():
+                p.grad = None
+        return run
+
+    flops = {}
+    seconds = {}
+    for name in PHASE_WEIGHTS:
+        with CountFlops() as counter:
+            phase(name)()
+        flops[name] = counter.total
+        seconds[name] = _median_time(phase(name), repeats)
+    step_flops = sum(PHASE_WEIGHTS[n] * flops[n] for n in flops)
+    step_seconds = sum(PHASE_WEIGHTS[n] * seconds[n] for n in seconds)
+
+    z = torch.randn(batch, G.z_dim)
+    G.eval()
+
+    def infer():
+        with torch.no_grad(), autocast_context('cpu', amp):
+            G(z, c, noise_mode='const')
+    infer_seconds = _median_time(infer, repeats)
+    return dict(images_per_s=batch / step_seconds, gflops=step_flops / step_seconds / 1e9,
+                step_gflop=step_flops / 1e9, infer_images_per_s=batch / infer_seconds,
+                phase_ms={n: 1000 * s for n, s in seconds.items()},
+                G_params=sum(p.numel() for p in G.parameters()), D_params=sum(p.numel() for p in D.parameters()))
+
+
+@click.command()
+@click.option('--res', default=64, show_default=True, help='Image resolution')
+@click.option('--channels', default=1, show_default=True, help='Image channels')
+@click.option('--batch', default=8, show_default=True, help='Batch size')
+@click.option('--cbase', default=4096, show_default=True, help='Channel base')
+@click.option('--cmax', default=128, show_default=True, help='Max channels')
+@click.option('--map', 'map_layers', default=2, show_default=True, help='Mapping layers')
+@click.option('--precision', default='fp32,bf16', show_default=True, help='Comma-separated: fp32, bf16')
+@click.option('--repeats', default=5, show_default=True, help='Timed repeats per phase (median)')
+@click.option('--threads', default=0, help='torch threads (0 = torch default)')
+def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, threads):
+    """Measure training-step speed against the machine's peak (see module docstring)."""
+    if threads:
+        torch.set_num_threads(threads)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, res {res}, batch {batch}, '
+          f'cbase {cbase}, cmax {cmax}, map {map_layers}')
+    results = {}
+    for prec in precision.split(','):
+        dtype = torch.bfloat16 if prec == 'bf16' else torch.float32
+        peak, matmul, conv = probe_peak(dtype)
+        r = measure(res, channels, batch, cbase, cmax, map_layers, prec, repeats)
+        results[prec] = r
+        print(f'[{prec}] peak probe {peak:.0f} GFLOP/s (matmul {matmul:.0f}, conv {conv:.0f})')
+        print(f'[{prec}] train step: {r["images_per_s"]:.1f} images/s, {r["gflops"]:.0f} GFLOP/s '
+              f'({r["step_gflop"]:.2f} GFLOP/step) = {100 * r["gflops"] / peak:.0f}% of peak; '
+              f'phases (ms) ' + ', '.join(f'{n} {t:.0f}' for n, t in r['phase_ms'].items()))
+        print(f'[{prec}] G inference: {r["infer_images_per_s"]:.1f} images/s; '
+              f'G {r["G_params"] / 1e6:.2f} M params, D {r["D_params"] / 1e6:.2f} M params')
+    if 'fp32' in results and 'bf16' in results:
+        print(f'bf16 / fp32 training speed: {results["bf16"]["images_per_s"] / results["fp32"]["images_per_s"]:.2f}x')
+    print(f'peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB')
+
+
+if __name__ == '__main__':
+    main()
