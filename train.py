@@ -188,7 +188,7 @@ def main(**kwargs):
 
     cfgs = _gan_configs()
     if opts.cfg not in cfgs:
-        raise UserError(f'unknown --cfg={opts.cfg}; choose one of: {", ".join(sorted(cfgs))}.')
+        raise UserError(f'unknown --cfg={opts.cfg}; choose one of: {", ".join(sorted(list(cfgs) + list(vae_cfgs())))}.')
     device = opts.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         device = str(torch.device(device))

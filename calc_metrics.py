@@ -1,0 +1,103 @@
+"""Evaluate metrics of a network snapshot (VAE, ID-GAN, InfoGAN, or StyleGAN2) and report them as JSON lines."""
+
+import json
+import os
+
+import click
+import torch
+
+from metrics import metric_main
+from metrics.ground_truth import MetricError
+
+
+class UserError(click.ClickException):
+    """A bad option or input, stated in one sentence with the fix."""
+
+
+def _parse_metrics(text):
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    if not names:
+        raise UserError('--metrics is empty; give a comma-separated list such as factorvae,mig,dci.')
+    unknown = [name for name in names if not metric_main.is_valid_metric(name)]
+    if unknown:
+        raise UserError(f'unknown metric(s) {", ".join(unknown)}; choose from {", ".join(metric_main.list_valid_metrics())}.')
+    return names
+
+
+def _parse_options(text):
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f'--options is not valid JSON ({err}); write e.g. --options=\'{{"num_train": 1000}}\'.')
+    if not isinstance(options, dict):
+        raise UserError('--options must be a JSON object such as {"num_train": 1000}.')
+    return options
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--network', 'network_pkl', help='Network snapshot (path or URL)', required=True, metavar='PKL')
+@click.option('--metrics', help='Comma-separated metrics', default='factorvae,mig,dci,sap,betavae', metavar='LIST')
+@click.option('--data', help='Dataset (built-in name, folder or zip) [default: the snapshot\'s training set]', metavar='DATA')
+@click.option('--run-dir', help='Where to append metric-<name>.jsonl [default: the snapshot\'s folder]', metavar='DIR')
+@click.option('--seed', help='Random seed of the evaluation (disentanglement_lib uses 0)', type=int, default=0)
+@click.option('--options', help='JSON object of metric options, e.g. sample sizes, applied to every metric that has them',
+              metavar='JSON')
+@click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
+@click.option('--verbose/--quiet', help='Print progress lines with ETA', default=True)
+def main(network_pkl, metrics, data, run_dir, seed, options, device, verbose):
+    """Calculate metrics of a network snapshot.
+
+    \b
+    # The five standard disentanglement scores of a VAE on dSprites (disentanglement_lib defaults):
+    python calc_metrics.py --network=runs/00000-dsprites-betavae/vae-snapshot-000500.pkl \\
+        --metrics=factorvae,mig,dci,sap,betavae --data=dsprites
+
+    \b
+    # A quick look with smaller samples:
+    python calc_metrics.py --network=vae.pkl --metrics=mig,dci --data=dsprites --options='{"num_train": 2000}'
+
+    \b
+    Metrics: factorvae, betavae, mig, dci, sap, modularity (modularity + explicitness), gaussian_tc
+    (Gaussian total correlation and the other unsupervised scores). Each result is printed as one JSON
+    line and appended to <run-dir>/metric-<name>.jsonl.
+    """
+    metric_names = _parse_metrics(metrics)
+    metric_options = _parse_options(options)
+    known = {name for metric in metric_names for name in metric_main.metric_option_names(metric)}
+    unknown = sorted(set(metric_options) - known)
+    if unknown:
+        raise UserError(f'--options {", ".join(unknown)} apply to none of the chosen metrics; '
+                        f'valid: {", ".join(sorted(known)) or "none"}.')
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UserError(f'--device={device} is not a torch device name (try cpu or cuda).')
+    if run_dir is None and os.path.isfile(network_pkl):
+        run_dir = os.path.dirname(os.path.abspath(network_pkl))
+
+    from training.snapshot import SnapshotError, load_network_pkl
+    try:
+        snapshot = load_network_pkl(network_pkl)
+    except SnapshotError as err:
+        raise UserError(str(err))
+    for metric in metric_names:
+        try:
+            result = metric_main.calc_metric(metric=metric, network_pkl=network_pkl, snapshot_data=snapshot,
+                                             data=data, run_dir=run_dir, device=device, seed=seed,
+                                             progress=verbose, **metric_options)
+        except MetricError as err:
+            raise UserError(f'{metric}: {err}')
+        except Exception as err:
+            # Dataset problems (missing path, no factors) carry their own one-sentence message.
+            if type(err).__name__ in ('DatasetError', 'SnapshotError'):
+                raise UserError(f'{metric}: {err}')
+            raise
+        metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=network_pkl)
+
+
+if __name__ == '__main__':
+    main()

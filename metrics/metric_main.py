@@ -1,0 +1,244 @@
+"""Metric registry, evaluation of a snapshot and reporting to `metric-<name>.jsonl`, as in StyleGAN2-ADA.
+
+    from metrics import metric_main
+    result = metric_main.calc_metric('mig', network_pkl='vae-snapshot-000100.pkl', data='dsprites')
+    metric_main.report_metric(result, run_dir='runs/00000-...', snapshot_pkl='vae-snapshot-000100.pkl')
+
+Every metric is a function of `MetricOptions` returning a flat dict of floats; its result keys are
+prefixed with the metric's name so that the results of several metrics can share one dict (the
+training loop merges them into its TensorBoard scalars). Disentanglement metrics use the
+disentanglement_lib defaults and seed 0, and need a dataset with ground-truth factors and a
+snapshot with an encoder (`E`) or `Q` head.
+
+Multi-GPU: the metrics here are cheap next to training and fully determined by the seed, so rank 0
+computes them and the other ranks return empty results (nothing to reduce, no collective calls).
+"""
+
+import copy
+import inspect
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import dnnlib
+from dnnlib.progress import Progress, format_time
+from metrics import beta_vae, factor_vae, modularity_explicitness, unsupervised
+from metrics import dci as dci_metric
+from metrics import mig as mig_metric
+from metrics import sap as sap_metric
+from metrics.ground_truth import MetricError, as_ground_truth
+from metrics.representation import representation_from_snapshot
+
+# ----------------------------------------------------------------------------
+
+
+class MetricOptions:
+    """What a metric needs: the snapshot (path or loaded dict), the dataset and where to run."""
+
+    def __init__(self, network_pkl=None, snapshot_data=None, dataset_kwargs=None, data=None, run_dir=None,
+                 num_gpus=1, rank=0, device=None, seed=0, progress=True, cache=True, **metric_kwargs):
+        if network_pkl is None and snapshot_data is None:
+            raise MetricError('A metric needs a network: pass network_pkl (--network) or snapshot_data.')
+        self.network_pkl = network_pkl
+        self._snapshot = snapshot_data
+        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs) if dataset_kwargs is not None else None
+        self.data = data
+        self.run_dir = run_dir
+        self.num_gpus = int(num_gpus)
+        self.rank = int(rank)
+        self.device = torch.device(device) if device is not None else torch.device('cpu')
+        self.seed = int(seed)
+        self.progress = bool(progress)
+        self.cache = bool(cache)
+        self.metric_kwargs = metric_kwargs   # overrides of a metric's sample sizes (tests, quick looks)
+
+    @property
+    def snapshot(self):
+        if self._snapshot is None:
+            from training.snapshot import load_network_pkl
+            self._snapshot = load_network_pkl(self.network_pkl)
+        return self._snapshot
+
+    def open_dataset(self):
+        """The evaluation dataset: `data` (a --data value) if given, else the snapshot's training set."""
+        from training import dataset as dataset_module
+        if self.data is not None:
+            return dataset_module.open_dataset(self.data)
+        kwargs = self.dataset_kwargs
+        if kwargs is None and isinstance(self.snapshot, dict):
+            kwargs = self.snapshot.get('training_set_kwargs')
+        if not kwargs:
+            raise MetricError('No dataset to evaluate on: the snapshot records no training set; pass --data.')
+        kwargs = dnnlib.EasyDict(copy.deepcopy(dict(kwargs)))
+        for key in ('xflip', 'max_size', 'use_labels'):   # metrics see the data itself, not training's view
+            kwargs.pop(key, None)
+        return dnnlib.util.construct_class_by_name(**kwargs)
+
+
+# ----------------------------------------------------------------------------
+# Registry.
+
+_metric_dict = dict()   # name -> fn(opts) -> dict of floats
+
+
+def register_metric(fn):
+    assert callable(fn)
+    _metric_dict[fn.__name__] = fn
+    return fn
+
+
+def is_valid_metric(metric):
+    return metric in _metric_dict
+
+
+def list_valid_metrics():
+    return list(_metric_dict.keys())
+
+
+def calc_metric(metric, **kwargs):
+    """Evaluate one metric; kwargs go to MetricOptions. Returns EasyDict(results, metric, total_time, ...)."""
+    if not is_valid_metric(metric):
+        raise MetricError(f'Unknown metric {metric!r}; choose from {", ".join(list_valid_metrics())}.')
+    opts = MetricOptions(**kwargs)
+    start = time.time()
+    results = _metric_dict[metric](opts) if opts.rank == 0 else dict()
+    total_time = time.time() - start
+    return dnnlib.EasyDict(
+        results=dnnlib.EasyDict({key: float(value) for key, value in results.items()}),
+        metric=metric,
+        total_time=total_time,
+        total_time_str=format_time(total_time),
+        num_gpus=opts.num_gpus,
+    )
+
+
+def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
+    """Print one JSON line and append it to `<run_dir>/metric-<metric>.jsonl` (rewritten atomically)."""
+    metric = result_dict['metric']
+    assert is_valid_metric(metric)
+    if run_dir is not None and snapshot_pkl is not None:
+        snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
+    line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
+    print(line)
+    if run_dir is not None and os.path.isdir(run_dir):
+        path = os.path.join(run_dir, f'metric-{metric}.jsonl')
+        previous = b''
+        if os.path.isfile(path):
+            with open(path, 'rb') as f:
+                previous = f.read()
+            if previous and not previous.endswith(b'\n'):
+                previous += b'\n'
+        fd, temp_path = tempfile.mkstemp(prefix=f'.metric-{metric}.', suffix='.tmp', dir=run_dir)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                f.write(previous + (line + '\n').encode('utf-8'))
+            os.replace(temp_path, path)
+        except BaseException:
+            if os.path.exists(temp_path):
+                os.remove(temp_path)
+            raise
+
+
+# ----------------------------------------------------------------------------
+# Disentanglement metrics (disentanglement_lib definitions and defaults).
+
+
+class _CountingRepresentation:
+    """Wraps a representation function to drive a progress line with ETA over the observations it encodes."""
+
+    def __init__(self, representation_function, progress):
+        self.representation_function = representation_function
+        self.progress = progress
+
+    def __call__(self, observations):
+        codes = self.representation_function(observations)
+        self.progress.update(len(observations))
+        return codes
+
+
+def _defaults(fn, overrides):
+    """The compute function's keyword defaults, updated with the overrides it accepts."""
+    params = {name: p.default for name, p in inspect.signature(fn).parameters.items()
+              if p.default is not inspect.Parameter.empty}
+    params.update({key: value for key, value in overrides.items() if key in params})
+    return params
+
+
+def metric_option_names(metric):
+    """Options (sample sizes etc.) that `calc_metric(metric, **options)` passes on to the metric."""
+    fn = _COMPUTE_FNS.get(metric)
+    return sorted(_defaults(fn, {})) if fn is not None else []
+
+
+def _run_disentanglement(opts, metric, compute_fn, num_observations):
+    """Shared path: dataset with factors + snapshot representation -> compute_fn's dict."""
+    ground_truth = as_ground_truth(opts.open_dataset())
+    representation = representation_from_snapshot(opts.snapshot, device=opts.device)
+    kwargs = _defaults(compute_fn, opts.metric_kwargs)
+    with Progress(num_observations(kwargs), desc=metric, unit='img', enabled=opts.progress, interval=10.0) as progress:
+        return compute_fn(ground_truth, _CountingRepresentation(representation, progress),
+                          np.random.RandomState(opts.seed), **kwargs)
+
+
+_COMPUTE_FNS = dict(factorvae=factor_vae.compute_factor_vae, betavae=beta_vae.compute_beta_vae,
+                    mig=mig_metric.compute_mig, dci=dci_metric.compute_dci, sap=sap_metric.compute_sap,
+                    modularity=modularity_explicitness.compute_modularity_explicitness,
+                    gaussian_tc=unsupervised.compute_unsupervised)
+
+
+@register_metric
+def factorvae(opts):
+    r = _run_disentanglement(opts, 'factorvae', factor_vae.compute_factor_vae,
+                             lambda k: k['num_variance_estimate'] + (k['num_train'] + k['num_eval']) * k['batch_size'])
+    return dict(factorvae=r['eval_accuracy'], factorvae_train=r['train_accuracy'],
+                factorvae_num_active_dims=r['num_active_dims'])
+
+
+@register_metric
+def betavae(opts):
+    r = _run_disentanglement(opts, 'betavae', beta_vae.compute_beta_vae,
+                             lambda k: (k['num_train'] + k['num_eval']) * 2 * k['batch_size'])
+    return dict(betavae=r['eval_accuracy'], betavae_train=r['train_accuracy'])
+
+
+@register_metric
+def mig(opts):
+    r = _run_disentanglement(opts, 'mig', mig_metric.compute_mig, lambda k: k['num_train'])
+    return dict(mig=r['discrete_mig'])
+
+
+@register_metric
+def dci(opts):
+    r = _run_disentanglement(opts, 'dci', dci_metric.compute_dci,
+                             lambda k: k['num_train'] + k['num_test'])
+    return dict(dci_disentanglement=r['disentanglement'], dci_completeness=r['completeness'],
+                dci_informativeness_test=r['informativeness_test'],
+                dci_informativeness_train=r['informativeness_train'])
+
+
+@register_metric
+def sap(opts):
+    r = _run_disentanglement(opts, 'sap', sap_metric.compute_sap,
+                             lambda k: k['num_train'] + k['num_test'])
+    return dict(sap=r['SAP_score'])
+
+
+@register_metric
+def modularity(opts):
+    r = _run_disentanglement(opts, 'modularity', modularity_explicitness.compute_modularity_explicitness,
+                             lambda k: k['num_train'] + k['num_test'])
+    return dict(modularity=r['modularity_score'], explicitness_test=r['explicitness_score_test'],
+                explicitness_train=r['explicitness_score_train'])
+
+
+@register_metric
+def gaussian_tc(opts):
+    r = _run_disentanglement(opts, 'gaussian_tc', unsupervised.compute_unsupervised, lambda k: k['num_train'])
+    return dict(gaussian_tc=r['gaussian_total_correlation'],
+                gaussian_wasserstein_corr=r['gaussian_wasserstein_correlation'],
+                gaussian_wasserstein_corr_norm=r['gaussian_wasserstein_correlation_norm'],
+                mutual_info_score=r['mutual_info_score'])
