@@ -13,6 +13,17 @@ import torch.nn.functional as F
 
 from torch_utils.ops import bias_act, conv2d_gradfix, conv2d_resample, fma, grid_sample_gradfix, upfirdn2d
 
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """These tensors are tiny: with several intra-op threads every one of the thousands of small
+    ops in gradcheck pays a thread barrier, which takes seconds on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # ----------------------------------------------------------------------------------------------
 # Direct references.
 
@@ -179,6 +190,26 @@ def test_upfirdn2d_other_memory_layouts_give_same_values_and_gradients(layout):
         torch.testing.assert_close(b.grad, a.grad)
 
 
+@pytest.mark.parametrize('channels', [3, 32])
+def test_float32_gradients_on_every_layout_path(channels):
+    # float32 with >= 16 channels takes the internal channels-last route on CPU; 3 channels
+    # fold the batch. Broadcast gradients (from .sum()) have zero strides: they must work too.
+    x = rand(2, channels, 6, 6, dtype=torch.float32).requires_grad_()
+    w = rand(channels, channels, 3, 3, seed=1, dtype=torch.float32).requires_grad_()
+    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    upfirdn2d.upsample2d(x, FIR_1331).sum().backward()
+    direct_upfirdn2d(xd, FIR_1331, up=2, padding=[2, 1, 2, 1], gain=4).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xd.grad, rtol=1e-5, atol=1e-5)
+    for up, down in [(2, 1), (1, 2)]:
+        x.grad = w.grad = xd.grad = wd.grad = None
+        probe = rand(2, channels, 6 * up // down, 6 * up // down, seed=2)
+        out = conv2d_resample.conv2d_resample(x, w, f=FIR_1331, up=up, down=down, padding=1)
+        (out.double() * probe).sum().backward()
+        (direct_conv2d_resample(xd, wd, FIR_1331, up, down, 1, 1, True, False) * probe).sum().backward()
+        torch.testing.assert_close(x.grad.double(), xd.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(w.grad.double(), wd.grad, rtol=1e-4, atol=1e-4)
+
+
 def test_setup_filter_normalises_expands_and_scales():
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     assert f.shape == (4, 4) and f.dtype == torch.float32
@@ -268,13 +299,16 @@ def test_conv2d_resample_and_its_gradients_match_direct_computation(up, down, ke
 
 @pytest.mark.parametrize('up, down', [(2, 1), (1, 2), (1, 1)])
 def test_conv2d_resample_same_values_in_channels_last_and_keeps_input_layout(up, down):
-    x = rand(2, 4, 8, 8, seed=1)
-    w = rand(6, 4, 3, 3, seed=2)
-    want = conv2d_resample.conv2d_resample(x, w, f=FIR_1331, up=up, down=down, padding=1)
-    got = conv2d_resample.conv2d_resample(x.contiguous(memory_format=torch.channels_last), w, f=FIR_1331,
-                                          up=up, down=down, padding=1)
-    torch.testing.assert_close(got, want)
-    assert want.is_contiguous()  # NCHW in, NCHW out (callers may .view() it)
+    # float32: the dtype for which the up path switches to channels-last internally.
+    x = rand(2, 4, 8, 8, seed=1, dtype=torch.float32)
+    w = rand(6, 4, 3, 3, seed=2, dtype=torch.float32)
+    want = direct_conv2d_resample(x.double(), w.double(), FIR_1331, up, down, 1, 1, True, False)
+    nchw = conv2d_resample.conv2d_resample(x, w, f=FIR_1331, up=up, down=down, padding=1)
+    cl = conv2d_resample.conv2d_resample(x.contiguous(memory_format=torch.channels_last), w, f=FIR_1331,
+                                         up=up, down=down, padding=1)
+    torch.testing.assert_close(nchw.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cl.double(), want, rtol=1e-5, atol=1e-5)
+    assert nchw.is_contiguous()  # NCHW in, NCHW out (callers may .view() it)
 
 
 def test_conv2d_resample_flip_weight_matters_and_sizes_follow_stylegan():
