@@ -422,7 +422,8 @@ def training_loop(
 
         # Collect statistics; stop on divergence before anything is written.
         stats_collector.update()
-        stats_dict = stats_collector.as_dict()
+        # Only statistics this run reported (others in the process, e.g. an earlier run, read num=0).
+        stats_dict = dnnlib.EasyDict({name: value for name, value in stats_collector.as_dict().items() if value.num > 0})
         bad = [name for name, value in stats_dict.items() if name.startswith('Loss/') and not np.isfinite(value.mean)]
         if bad or not _all_finite(G) or not _all_finite(D):
             what = ', '.join(bad) if bad else 'a network weight'
