@@ -78,6 +78,8 @@ def main(network_pkl, metrics, data, run_dir, seed, options, device, verbose):
         raise UserError(f'--device={device} is not a torch device name (try cpu or cuda).')
     if run_dir is None and os.path.isfile(network_pkl):
         run_dir = os.path.dirname(os.path.abspath(network_pkl))
+    elif run_dir is not None:
+        os.makedirs(run_dir, exist_ok=True)  # an explicit --run-dir is where the user wants the jsonl files
 
     from training.snapshot import SnapshotError, load_network_pkl
     try:

@@ -118,6 +118,11 @@ def test_snapshot_has_official_keys_and_loads_with_only_dnnlib_and_torch_utils(t
     script = (
         'import sys, pickle, numpy as np, torch\n'
         f'sys.path = [{str(isolated)!r}] + [p for p in sys.path if p not in ("", {REPO!r})]\n'
+        'class NoTrainingCode:\n'  # the project may be pip-installed: forbid its training code outright
+        '    def find_spec(self, name, path=None, target=None):\n'
+        '        if name.split(".")[0] in ("networks", "training"):\n'
+        '            raise ImportError(name)\n'
+        'sys.meta_path.insert(0, NoTrainingCode())\n'
         f'data = pickle.load(open({snapshot!r}, "rb"))\n'
         'assert "networks" not in sys.modules and "training" not in sys.modules\n'
         'G = data["G_ema"]\n'

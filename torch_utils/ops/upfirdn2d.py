@@ -18,10 +18,17 @@ is expanded to its outer product since one 2-D pass beats two 1-D passes; longer
 with stride ``up`` (the zeros are never materialised) and down-sampling is the convolution's
 stride (discarded pixels are never computed).
 
+Where oneDNN is slow the filter runs as shifted slices instead (`_fir_axis`): a separable filter
+becomes a few multiply-adds over views of the input per axis, polyphase for up-sampling (each
+output phase reads only the taps that hit real samples, so no zero is ever touched). That is the
+path for bfloat16/float16 up-sampling, whose transposed depthwise convolution oneDNN runs ~8x
+slower than the slices, and for float64; see `_slices_are_faster` for the measurements.
+
 Gradients: the op is linear in ``x``, and its backward is its adjoint, which is again an
 upfirdn2d (see `_FIRResample`), so gradients of every order (R1, path length) cost the same as
-the forward pass. Everything runs in ``x``'s dtype on ``x``'s device; under CPU autocast the
-convolutions run in bf16. ``impl`` is accepted for compatibility; every value runs this code.
+the forward pass. Everything runs in ``x``'s dtype on ``x``'s device (under CPU autocast the
+depthwise convolutions run in bf16, the slices in ``x``'s dtype). ``impl`` is accepted for
+compatibility; every value runs this code.
 """
 
 import numpy as np
@@ -139,10 +146,131 @@ def _split_padding(p0, p1):
 
 
 def _is_channels_last(x):
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    # Checking the channel stride (not "and not NCHW-contiguous") lets a one-channel image opt in
+    # with a channels-last view, although its plain strides also pass both contiguity tests.
+    return x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _fir_convolve(x, f, params, allow_channels_last=False):
+def _separable_taps(f, flip, gain):
+    """The filter as ``(horizontal, vertical)`` lists of float taps (ready to correlate with, gain
+    included), or ``None`` when ``f`` is a 2-D filter that is not an outer product."""
+    f = f.detach().to(device=_CPU, dtype=torch.float64)
+    if flip:
+        f = f.flip(list(range(f.ndim)))
+    if f.ndim == 1:
+        return (f * gain).tolist(), f.tolist()  # the whole gain on one axis: any sign works
+    # setup_filter stores short separable filters as their outer product; undo that when exact.
+    vertical, horizontal = f.sum(dim=1), f.sum(dim=0)
+    total = float(f.sum())
+    if total == 0 or not torch.allclose(torch.outer(vertical, horizontal) / total, f, rtol=1e-6, atol=1e-9):
+        return None
+    return (horizontal * (gain / total)).tolist(), vertical.tolist()
+
+
+def _pad_axis(x, dim, before, after):
+    """Zero-pad (negative: crop) dimension ``dim`` (2 or 3) of ``x``, keeping its memory layout."""
+    if before == 0 and after == 0:
+        return x
+    pads = [before, after, 0, 0] if dim == 3 else [0, 0, before, after]
+    return F.pad(x, pads)
+
+
+def _strided(x, dim, start, count, step):
+    """``count`` samples of dimension ``dim``, every ``step``-th from ``start`` (a view)."""
+    index = [slice(None)] * x.ndim
+    index[dim] = slice(start, start + (count - 1) * step + 1, step)
+    return x[tuple(index)]
+
+
+def _fir_axis(x, taps, dim, up, down, pad0, pad1):
+    """One axis of a separable upfirdn2d by shifted slices (polyphase for ``up > 1``).
+
+    Correlates the zero-inserted, padded signal with ``taps``. Each output sample is a weighted
+    sum of a few input samples, so the whole pass is ``len(taps)`` memory-bound multiply-adds over
+    views of ``x`` -- fast in every dtype and layout, and no zero of the up-sampled signal is ever
+    read. Runs outside autograd (inside `_FIRResample`), so it may write into its own outputs.
+    """
+    length = x.shape[dim]
+    taps_count = len(taps)
+    out_len = (length * up + pad0 + pad1 - taps_count) // down + 1
+    if up == 1:
+        x = _pad_axis(x, dim, pad0, pad1)
+        y = None
+        for k, tap in enumerate(taps):
+            if tap == 0:
+                continue
+            window = _strided(x, dim, k, out_len, down)
+            y = window * tap if y is None else y.add_(window, alpha=tap)
+        return y if y is not None else _strided(x, dim, 0, out_len, down) * 0
+
+    # Output n = up*j + r reads input j + (r + k - pad0) / up for the taps k of its phase r;
+    # down-sampling afterwards keeps every `down`-th output (rare: no network combines both).
+    out_len = length * up + pad0 + pad1 - taps_count + 1
+    phases = []
+    for r in range(up):
+        count = len(range(r, out_len, up))
+        terms = [((r + k - pad0) // up, tap) for k, tap in enumerate(taps)
+                 if (r + k - pad0) % up == 0 and tap != 0]
+        phases.append((r, count, terms))
+    offsets = [o for _, count, terms in phases if count for o, _ in terms] or [0]
+    counts = [count for _, count, _ in phases]
+    before = max(0, -min(offsets))
+    after = max(0, max(offsets) + max(counts) - length)
+    x = _pad_axis(x, dim, before, after)
+    shape = list(x.shape)
+    shape[dim] = out_len
+    y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    for r, count, terms in phases:
+        if count == 0:
+            continue
+        out = _strided(y, dim, r, count, up)
+        if not terms:
+            out.zero_()
+            continue
+        (offset, tap), rest = terms[0], terms[1:]
+        torch.mul(_strided(x, dim, offset + before, count, 1), tap, out=out)
+        for offset, tap in rest:
+            out.add_(_strided(x, dim, offset + before, count, 1), alpha=tap)
+    if down > 1:
+        y = _strided(y, dim, 0, len(range(0, out_len, down)), down)
+    return y
+
+
+def _memory_format(x):
+    return torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+
+
+def _slices_are_faster(x, params):
+    """Whether `_fir_sliced` beats oneDNN's depthwise convolution for this CPU call.
+
+    Measured on one core (8x64x64x64 and 8x128x32x32, channels-last): oneDNN's depthwise
+    convolution is 2-4x faster than the slices in float32 and bfloat16, except the *transposed*
+    depthwise convolution (``up > 1``) in bfloat16/float16, which takes a slow path (49 ms vs 6 ms
+    for 8x128x32x32 -> 64x64). Other dtypes (float64) have no fast convolution at all.
+    """
+    upx, upy = params[0], params[1]
+    if x.dtype not in _ONEDNN_DTYPES:
+        return True
+    return (upx > 1 or upy > 1) and x.dtype != torch.float32
+
+
+def _fir_sliced(x, f, params):
+    """`_fir_convolve` by shifted slices when ``f`` is separable; ``None`` if it is not."""
+    upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain = params
+    # conv flips the filter, correlation does not; the slices below correlate.
+    taps = _separable_taps(f, flip=not flip_filter, gain=gain)
+    if taps is None:
+        return None
+    horizontal, vertical = taps
+    if upx == 1 and upy == 1 and (px0 or px1) and (py0 or py1):
+        x = F.pad(x, [px0, px1, py0, py1])  # both axes in one copy
+        px0 = px1 = py0 = py1 = 0
+    x = _fir_axis(x, horizontal, 3, upx, downx, px0, px1)
+    x = _fir_axis(x, vertical, 2, upy, downy, py0, py1)
+    return x
+
+
+def _fir_convolve(x, f, params, allow_channels_last=False, differentiable_filter=False):
     """The resampling itself, as depthwise (transposed) convolutions; ordinary autograd ops.
 
     oneDNN's depthwise kernels vectorise over channels and run natively in channels-last
@@ -154,7 +282,11 @@ def _fir_convolve(x, f, params, allow_channels_last=False):
     12 ms folded vs about 4 ms converted to channels-last (2 threads).
     """
     batch, channels, height, width = x.shape
-    if _is_channels_last(x):
+    if x.device.type == 'cpu' and not differentiable_filter and _slices_are_faster(x, params):
+        y = _fir_sliced(x, f, params)
+        if y is not None:
+            return y
+    if _is_channels_last(x) and channels > 1:  # one channel: folding the batch vectorises better
         return _fir_convolve_grouped(x, f, *params)
     if (allow_channels_last and channels >= _CHANNELS_LAST_MIN_CHANNELS and x.device.type == 'cpu'
             and x.dtype in _ONEDNN_DTYPES):
@@ -277,7 +409,7 @@ def _upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, allow_c
 
     params = (upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), float(gain))
     if f.requires_grad:
-        return _fir_convolve(x, f, params, allow_channels_last)
+        return _fir_convolve(x, f, params, allow_channels_last, differentiable_filter=True)
     return _FIRResample.apply(x, f, params, allow_channels_last)
 
 
