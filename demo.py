@@ -1,13 +1,15 @@
-"""The end-to-end demo behind `make demo`, sized for a 2-core CPU.
+"""The end-to-end demo behind `make demo`: ID-GAN on the built-in dSprites, sized for a 2-core CPU.
 
-Stages (each prints what it does and where the output is):
-1. render samples of the built-in ground-truth datasets (dSprites, 3D Shapes, digits);
-2. train a CPU-sized StyleGAN2 on dSprites for a short run (tick lines, grids, snapshot);
-3. generate images from the final snapshot in a fresh process.
-The disentanglement stages (VAE -> ID-GAN -> traversals and metrics) join this script as
-they land; until then the demo says so at the end.
+1. render samples of the built-in ground-truth datasets (nothing is downloaded);
+2. stage 1: a beta-VAE (10 codes, beta = 8) learns a disentangled code;
+3. its disentanglement scores (FactorVAE, MIG, SAP with reduced sample sizes);
+4. stage 2: ID-GAN, a StyleGAN2 fed with the VAE's code and distilled with its frozen encoder;
+5. latent traversals of the ID-GAN generator, one row per code dimension.
+Every stage is an ordinary command of the project, printed before it runs.
 """
 
+import glob
+import json
 import os
 import subprocess
 import sys
@@ -22,49 +24,68 @@ def _run(cmd):
     subprocess.run(cmd, check=True)
 
 
+def _newest(pattern):
+    found = sorted(glob.glob(pattern))
+    if not found:
+        raise click.ClickException(f'expected output {pattern} was not written')
+    return found[-1]
+
+
 def render_dataset_samples(outdir):
     from training.procedural import get_builtin
     from training.training_loop import save_image_grid
     for name in ('dsprites', 'shapes3d', 'digits'):
         source = get_builtin(name)
-        rnd = np.random.RandomState(0)
-        index = rnd.randint(0, source.num_images, size=64)
-        images = source.images(index)
+        index = np.random.RandomState(0).randint(0, source.num_images, size=64)
         path = os.path.join(outdir, f'{name}_samples.png')
-        save_image_grid(images, path, drange=[0, 255], grid_size=(8, 8))
+        save_image_grid(source.images(index), path, drange=[0, 255], grid_size=(8, 8))
         print(f'{name}: {source.num_images} images of {source.resolution}x{source.resolution}x'
               f'{source.num_channels} -> {path}')
 
 
 @click.command()
 @click.option('--outdir', default='demo-out', show_default=True, help='Where everything is written')
-@click.option('--kimg', default=2.0, show_default=True, help='Length of the StyleGAN2 run')
-def main(outdir, kimg):
-    """Run the demo: datasets -> StyleGAN2 on dSprites -> generated images."""
+@click.option('--vae-kimg', default=20.0, show_default=True, help='Length of the VAE run')
+@click.option('--gan-kimg', default=6.0, show_default=True, help='Length of the ID-GAN run')
+def main(outdir, vae_kimg, gan_kimg):
+    """Run the demo: datasets -> beta-VAE -> metrics -> ID-GAN -> traversals."""
     start = time.time()
     os.makedirs(outdir, exist_ok=True)
-    print('== 1. Built-in ground-truth datasets (rendered procedurally, nothing downloaded)')
+    runs = os.path.join(outdir, 'runs')
+    py = sys.executable
+
+    print('== 1. Built-in ground-truth datasets (rendered procedurally)')
     render_dataset_samples(outdir)
 
-    print(f'\n== 2. A CPU-sized StyleGAN2 on dSprites for {kimg} kimg')
-    runs = os.path.join(outdir, 'runs')
-    _run([sys.executable, 'train.py', f'--outdir={runs}', '--data=dsprites', '--cfg=stylegan2',
-          '--cbase=4096', '--cmax=128', '--map=2', '--batch=8', f'--kimg={kimg}', '--tick=0.5',
-          '--snap=1000', '--workers=0'])
-    from training.training_loop import list_snapshots
-    run_dirs = sorted(os.path.join(runs, d) for d in os.listdir(runs))
-    snapshot = list_snapshots(run_dirs[-1])[-1]
+    print(f'\n== 2. Stage 1: a beta-VAE on dSprites for {vae_kimg:g} kimg')
+    _run([py, 'train.py', f'--outdir={runs}', '--data=dsprites', '--cfg=betavae', '--beta=8', '--code-dim=10',
+          f'--kimg={vae_kimg}', '--tick=4', '--snap=100', '--workers=0'])
+    vae_pkl = _newest(os.path.join(runs, '*-dsprites-betavae-*', 'vae-snapshot-*.pkl'))
 
-    print('\n== 3. Images from the final snapshot')
-    _run([sys.executable, 'generate.py', f'--network={snapshot}', '--seeds=0-7',
-          f'--outdir={os.path.join(outdir, "generated")}'])
+    print('\n== 3. Disentanglement of the VAE code (reduced sample sizes; see docs/METRICS.md for the full ones)')
+    metrics_dir = os.path.join(outdir, 'metrics')
+    _run([py, 'calc_metrics.py', f'--network={vae_pkl}', '--metrics=factorvae,mig,sap', '--data=dsprites',
+          f'--run-dir={metrics_dir}', '--quiet',
+          '--options=' + json.dumps(dict(num_train=2000, num_eval=1000, num_test=1000, num_variance_estimate=2000))])
+
+    print(f'\n== 4. Stage 2: ID-GAN on dSprites for {gan_kimg:g} kimg, code from the VAE')
+    _run([py, 'train.py', f'--outdir={runs}', '--data=dsprites', '--cfg=idgan', f'--vae={vae_pkl}',
+          '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg}', '--tick=1', '--snap=100',
+          '--distill-weight=0.1', '--workers=0'])
+    gan_pkl = _newest(os.path.join(runs, '*-dsprites-idgan-*', 'network-snapshot-*.pkl'))
+
+    print('\n== 5. Traversals of the ID-GAN generator (rows: code dimensions, columns: values)')
+    traversal_dir = os.path.join(outdir, 'traversals')
+    _run([py, 'generate.py', f'--network={gan_pkl}', '--traverse', '--seeds=0-3', f'--outdir={traversal_dir}'])
+    _run([py, 'generate.py', f'--network={gan_pkl}', '--seeds=0-15', f'--outdir={os.path.join(outdir, "samples")}'])
 
     print(f'\nDemo finished in {time.time() - start:.0f} s. Outputs in {outdir}/:')
-    print(f'  dataset samples: {outdir}/*_samples.png')
-    print(f'  training run:    {run_dirs[-1]} (log.txt, stats.jsonl, fakes*.png, snapshots)')
-    print(f'  generated:       {outdir}/generated/seed*.png')
-    print('Not in the demo yet: the VAE stage, ID-GAN, traversals and disentanglement metrics '
-          '(see docs/ROADMAP.md).')
+    print(f'  dataset samples:  {outdir}/*_samples.png')
+    print(f'  VAE run:          {os.path.dirname(vae_pkl)} (recon*.png, traversal*.png, stats.jsonl)')
+    print(f'  VAE metrics:      {metrics_dir}/metric-*.jsonl')
+    print(f'  ID-GAN run:       {os.path.dirname(gan_pkl)} (fakes*.png, stats.jsonl, snapshots)')
+    print(f'  traversals:       {traversal_dir}/')
+    print(f'  ID-GAN samples:   {outdir}/samples/seed*.png')
 
 
 if __name__ == '__main__':

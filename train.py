@@ -114,7 +114,8 @@ def _train_in_process(rank, c, temp_dir):
     if device.type == 'cuda':
         device = torch.device('cuda', rank)
         torch.cuda.set_device(device)
-    training_stats.init_multiprocessing(rank=rank, sync_device=device if c.num_gpus > 1 else None)
+    if c.num_gpus > 1:  # a single process needs no set-up (and may already hold statistics)
+        training_stats.init_multiprocessing(rank=rank, sync_device=device)
     from training import training_loop
     kwargs = dict(c)
     kwargs.update(rank=rank, device=device)
@@ -159,6 +160,12 @@ def _train_in_process(rank, c, temp_dir):
               type=click.Choice(['auto', 'bernoulli', 'gaussian']), default='auto')
 @click.option('--lr', help='VAE configs: learning rate [default: 1e-3; official 1e-4]; GAN configs use --glr/--dlr',
               type=click.FloatRange(min=0, min_open=True))
+@click.option('--vae', help='ID-GAN: the stage-1 VAE snapshot whose encoder gives the code', metavar='PKL')
+@click.option('--nuisance-dim', help='ID-GAN: width of the Gaussian nuisance input [default: 0]', type=click.IntRange(min=0))
+@click.option('--distill-weight', help='ID-GAN: weight lambda of the distillation term [default: by --cfg]',
+              type=click.FloatRange(min=0))
+@click.option('--distill-warmup', help='ID-GAN: kimg of the linear warm-up of lambda [default: by --cfg]',
+              type=click.FloatRange(min=0))
 @click.option('--dry-run', help='Print the training options and exit', is_flag=True)
 def main(**kwargs):
     """Train a GAN with the StyleGAN2-ADA recipe, on CPU or GPU.
@@ -174,6 +181,11 @@ def main(**kwargs):
     \b
     # Stage 1 of ID-GAN: a beta-VAE on dSprites (also --cfg=btcvae --beta=6, --cfg=factorvae --gamma=10):
     python train.py --outdir=runs --data=dsprites --cfg=betavae --beta=8 --code-dim=10 --kimg=20
+
+    \b
+    # Stage 2 of ID-GAN: the VAE's code into a StyleGAN2, distilled with the frozen encoder:
+    python train.py --outdir=runs --data=dsprites --cfg=idgan --vae=runs/00000-dsprites-betavae-batch64/vae-snapshot-000020.pkl \\
+        --cbase=4096 --cmax=128 --batch=8 --kimg=10
 
     \b
     # Continue a run that was stopped, exactly where it left off:
@@ -228,6 +240,10 @@ def main(**kwargs):
     c.latent_kwargs = None
     c.extra_terms_kwargs = []
     c.num_gpus = opts.gpus
+    claimed = {name for fn in cfgs.values() for name in getattr(fn, 'options', ())}
+    stray = sorted(name for name in claimed - set(getattr(cfgs[opts.cfg], 'options', ())) if opts.get(name) is not None)
+    if stray:
+        raise UserError(f'--{stray[0].replace("_", "-")} does not apply to --cfg={opts.cfg}; drop it or pick a --cfg that uses it.')
     widths = cfgs[opts.cfg](c, opts, training_set)
     if opts.batch is not None:
         c.batch_size = opts.batch

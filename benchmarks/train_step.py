@@ -9,6 +9,11 @@ generator inference images/s, and peak memory.
     python benchmarks/train_step.py --res=64 --batch=8 --cbase=4096 --cmax=128 --map=2 --precision=fp32
     python benchmarks/train_step.py --res=64 --batch=8 --cbase=4096 --cmax=128 --map=2 --precision=bf16
     python benchmarks/train_step.py --res=64 --batch=8 --precision=fp32,bf16      # both, one run
+    python benchmarks/train_step.py --cbase=2048 --cmax=32 --precision=fp32 --cfg=stylegan2,idgan   # ID-GAN overhead
+
+`--cfg=idgan` times the same G and D with the ID-GAN latent (a 10-dimensional code from a posterior
+bank, no nuisance, the code-preserving mapping network), no style mixing, and the distillation
+term (a frozen 64x64 VAE encoder on every Gmain batch; its weights are random, which costs the same).
 """
 
 import os
@@ -63,15 +68,22 @@ def _median_time(fn, repeats, warmup=1):
 
 
 def probe_peak(dtype, repeats=5):
-    """GFLOP/s of a large matmul and a large 3x3 convolution in `dtype` (the machine's practical peak)."""
+    """GFLOP/s of a large matmul and a large 3x3 convolution in `dtype` (the machine's practical peak).
+
+    The convolution is timed in both memory layouts and the faster one counts: on CPU oneDNN is
+    fastest in channels-last, which the networks use, so an NCHW-only probe would understate the
+    peak (one loaded core: 52 vs 65 GFLOP/s fp32, 113 vs 151 bf16 for this convolution).
+    """
     a = torch.randn(2048, 2048).to(dtype)
     b = torch.randn(2048, 2048).to(dtype)
     t = _median_time(lambda: a @ b, repeats)
     matmul = 2 * 2048 ** 3 / t / 1e9
-    x = torch.randn(16, 128, 64, 64).to(dtype)
-    w = torch.randn(128, 128, 3, 3).to(dtype)
-    t = _median_time(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
-    conv = 2 * 16 * 128 * 128 * 9 * 64 * 64 / t / 1e9
+    conv = 0.0
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(16, 128, 64, 64).to(dtype=dtype, memory_format=memory_format)
+        w = torch.randn(128, 128, 3, 3).to(dtype=dtype, memory_format=memory_format)
+        t = _median_time(lambda x=x, w=w: torch.nn.functional.conv2d(x, w, padding=1), repeats)
+        conv = max(conv, 2 * 16 * 128 * 128 * 9 * 64 * 64 / t / 1e9)
     return max(matmul, conv), matmul, conv
 
 
@@ -85,11 +97,34 @@ def build(res, channels, cbase, cmax, map_layers, seed=0):
     return G, D
 
 
-def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats):
-    G, D = build(res, channels, cbase, cmax, map_layers)
-    sampler = GaussianLatent(z_dim=G.z_dim)
+def build_idgan(res, channels, cbase, cmax, map_layers, code_dim=10, seed=0):
+    """G, D, sampler and distillation term of --cfg=idgan (the plug-in is imported only here)."""
+    from disentangle.idgan import DistillationTerm
+    from disentangle.latents import PosteriorBankLatent
+    from networks.vae import Encoder
+    torch.manual_seed(seed)
+    sampler = PosteriorBankLatent(code_dim=code_dim, nuisance_dim=0, verbose=False)
+    sampler.set_bank(torch.randn(1000, code_dim), torch.randn(1000, code_dim) - 3)
+    G = Generator(z_dim=sampler.z_dim, c_dim=0, w_dim=512, img_resolution=res, img_channels=channels,
+                  mapping_kwargs=dict(num_layers=map_layers, class_name='disentangle.latents.CodeMappingNetwork',
+                                      code_dim=code_dim),
+                  synthesis_kwargs=dict(channel_base=cbase, channel_max=cmax)).train().requires_grad_(False)
+    _G, D = build(res, channels, cbase, cmax, map_layers, seed=seed)
+    E = Encoder(img_resolution=min(res, 64), img_channels=channels, code_dim=code_dim)
+    term = DistillationTerm(G=G, D=D, latent_sampler=sampler, training_set=None, device='cpu', encoder=E)
+    return G, D, sampler, [term]
+
+
+def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats, cfg='stylegan2'):
     amp = torch.bfloat16 if precision == 'bf16' else None
-    loss = StyleGAN2Loss(device='cpu', G=G, D=D, latent_sampler=sampler, r1_gamma=1.0, amp_dtype=amp)
+    if cfg == 'idgan':
+        G, D, sampler, terms = build_idgan(res, channels, cbase, cmax, map_layers)
+        mixing = 0  # as --cfg=idgan trains
+    else:
+        G, D = build(res, channels, cbase, cmax, map_layers)
+        sampler, terms, mixing = GaussianLatent(z_dim=G.z_dim), [], 0.9
+    loss = StyleGAN2Loss(device='cpu', G=G, D=D, latent_sampler=sampler, r1_gamma=1.0, amp_dtype=amp,
+                         style_mixing_prob=mixing, extra_terms=terms)
     real = torch.rand(batch, channels, res, res) * 2 - 1
     c = torch.zeros(batch, 0)
 
@@ -113,7 +148,7 @@ def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats):
     step_flops = sum(PHASE_WEIGHTS[n] * flops[n] for n in flops)
     step_seconds = sum(PHASE_WEIGHTS[n] * seconds[n] for n in seconds)
 
-    z = torch.randn(batch, G.z_dim)
+    z = sampler.sample(batch).z
     G.eval()
 
     def infer():
@@ -136,26 +171,40 @@ def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats):
 @click.option('--precision', default='fp32,bf16', show_default=True, help='Comma-separated: fp32, bf16')
 @click.option('--repeats', default=5, show_default=True, help='Timed repeats per phase (median)')
 @click.option('--threads', default=0, help='torch threads (0 = torch default)')
-def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, threads):
+@click.option('--cfg', default='stylegan2', show_default=True, help='Comma-separated: stylegan2, idgan')
+def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, threads, cfg):
     """Measure training-step speed against the machine's peak (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, res {res}, batch {batch}, '
           f'cbase {cbase}, cmax {cmax}, map {map_layers}')
+    cfgs = [name.strip() for name in cfg.split(',')]
+    unknown = [name for name in cfgs if name not in ('stylegan2', 'idgan')]
+    if unknown:
+        raise click.BadParameter(f'unknown cfg {unknown[0]!r}; choose stylegan2 and/or idgan', param_hint='--cfg')
     results = {}
     for prec in precision.split(','):
         dtype = torch.bfloat16 if prec == 'bf16' else torch.float32
         peak, matmul, conv = probe_peak(dtype)
-        r = measure(res, channels, batch, cbase, cmax, map_layers, prec, repeats)
-        results[prec] = r
         print(f'[{prec}] peak probe {peak:.0f} GFLOP/s (matmul {matmul:.0f}, conv {conv:.0f})')
-        print(f'[{prec}] train step: {r["images_per_s"]:.1f} images/s, {r["gflops"]:.0f} GFLOP/s '
-              f'({r["step_gflop"]:.2f} GFLOP/step) = {100 * r["gflops"] / peak:.0f}% of peak; '
-              f'phases (ms) ' + ', '.join(f'{n} {t:.0f}' for n, t in r['phase_ms'].items()))
-        print(f'[{prec}] G inference: {r["infer_images_per_s"]:.1f} images/s; '
-              f'G {r["G_params"] / 1e6:.2f} M params, D {r["D_params"] / 1e6:.2f} M params')
-    if 'fp32' in results and 'bf16' in results:
-        print(f'bf16 / fp32 training speed: {results["bf16"]["images_per_s"] / results["fp32"]["images_per_s"]:.2f}x')
+        for name in cfgs:
+            r = measure(res, channels, batch, cbase, cmax, map_layers, prec, repeats, cfg=name)
+            results[prec, name] = r
+            tag = f'[{prec}]' if cfgs == ['stylegan2'] else f'[{prec} {name}]'
+            print(f'{tag} train step: {r["images_per_s"]:.1f} images/s, {r["gflops"]:.0f} GFLOP/s '
+                  f'({r["step_gflop"]:.2f} GFLOP/step) = {100 * r["gflops"] / peak:.0f}% of peak; '
+                  f'phases (ms) ' + ', '.join(f'{n} {t:.0f}' for n, t in r['phase_ms'].items()))
+            print(f'{tag} G inference: {r["infer_images_per_s"]:.1f} images/s; '
+                  f'G {r["G_params"] / 1e6:.2f} M params, D {r["D_params"] / 1e6:.2f} M params')
+        if (prec, 'stylegan2') in results and (prec, 'idgan') in results:
+            base, ours = results[prec, 'stylegan2'], results[prec, 'idgan']
+            print(f'[{prec}] ID-GAN overhead: {100 * (base["images_per_s"] / ours["images_per_s"] - 1):+.1f}% step time, '
+                  f'{100 * (ours["step_gflop"] / base["step_gflop"] - 1):+.1f}% FLOPs, '
+                  f'Gmain {ours["phase_ms"]["Gmain"]:.0f} vs {base["phase_ms"]["Gmain"]:.0f} ms')
+    for name in cfgs:
+        if ('fp32', name) in results and ('bf16', name) in results:
+            speedup = results['bf16', name]['images_per_s'] / results['fp32', name]['images_per_s']
+            print(f'bf16 / fp32 training speed{"" if cfgs == ["stylegan2"] else " (" + name + ")"}: {speedup:.2f}x')
     print(f'peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB')
 
 
