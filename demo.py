@@ -46,7 +46,7 @@ def render_dataset_samples(outdir):
 @click.command()
 @click.option('--outdir', default='demo-out', show_default=True, help='Where everything is written')
 @click.option('--vae-kimg', default=20.0, show_default=True, help='Length of the VAE run')
-@click.option('--gan-kimg', default=6.0, show_default=True, help='Length of the ID-GAN run')
+@click.option('--gan-kimg', default=10.0, show_default=True, help='Length of the ID-GAN run')
 def main(outdir, vae_kimg, gan_kimg):
     """Run the demo: datasets -> beta-VAE -> metrics -> ID-GAN -> traversals."""
     start = time.time()
