@@ -25,12 +25,6 @@ RES = 16
 CODE_DIM = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class SquaresDataset:

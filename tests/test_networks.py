@@ -23,14 +23,6 @@ from torch_utils import persistence
 SMALL = {'channel_base': 1024, 'channel_max': 32}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    # These tensors are tiny: intra-op thread synchronisation costs more than it saves, and on a
-    # busy machine it made this file 4x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_generator(resolution=32, img_channels=3, c_dim=0, z_dim=16, w_dim=16, seed=0, **synthesis):

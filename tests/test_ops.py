@@ -13,17 +13,6 @@ import torch.nn.functional as F
 
 from torch_utils.ops import bias_act, conv2d_gradfix, conv2d_resample, fma, grid_sample_gradfix, upfirdn2d
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: with several intra-op threads every one of the thousands of small
-    ops in gradcheck pays a thread barrier, which takes seconds on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------------------------
 # Direct references.
 

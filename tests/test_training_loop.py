@@ -61,13 +61,6 @@ def assert_same_modules(a, b):
         assert torch.equal(x, y), name
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Bit-exact comparisons between runs need the same reduction order in every run.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_resume_continues_the_same_curve_exactly(tmp_path):

@@ -22,12 +22,6 @@ CODE_DIM = 3
 NUISANCE_DIM = 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class _Squares:

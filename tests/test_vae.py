@@ -31,14 +31,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_RES = 16
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # These tensors are tiny: on a shared 2-core machine, intra-op threads only wait for each other
-    # (measured 20x slower with 2 threads under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------
