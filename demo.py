@@ -4,7 +4,8 @@
 2. stage 1: a beta-VAE (10 codes, beta = 8) learns a disentangled code;
 3. its disentanglement scores (FactorVAE, MIG, SAP with reduced sample sizes);
 4. stage 2: ID-GAN, a StyleGAN2 fed with the VAE's code and distilled with its frozen encoder;
-5. latent traversals of the ID-GAN generator, one row per code dimension.
+5. latent traversals of the ID-GAN generator, one row per code dimension;
+6. the VAE decoder beside the ID-GAN generator for the same codes (samples and one traversal).
 Every stage is an ordinary command of the project, printed before it runs.
 """
 
@@ -78,6 +79,11 @@ def main(outdir, vae_kimg, gan_kimg):
     traversal_dir = os.path.join(outdir, 'traversals')
     _run([py, 'generate.py', f'--network={gan_pkl}', '--traverse', '--seeds=0-3', f'--outdir={traversal_dir}'])
     _run([py, 'generate.py', f'--network={gan_pkl}', '--seeds=0-15', f'--outdir={os.path.join(outdir, "samples")}'])
+    print('\n== 6. The VAE decoder beside the ID-GAN generator, same codes')
+    compare_dir = os.path.join(outdir, 'compare')
+    _run([py, 'generate.py', f'--network={gan_pkl}', '--compare-vae', '--traverse', '--seeds=0', '--steps=7',
+          f'--outdir={compare_dir}'])
+    _run([py, 'generate.py', f'--network={gan_pkl}', '--compare-vae', '--seeds=0-11', f'--outdir={compare_dir}'])
 
     print(f'\nDemo finished in {time.time() - start:.0f} s. Outputs in {outdir}/:')
     print(f'  dataset samples:  {outdir}/*_samples.png')
@@ -86,6 +92,7 @@ def main(outdir, vae_kimg, gan_kimg):
     print(f'  ID-GAN run:       {os.path.dirname(gan_pkl)} (fakes*.png, stats.jsonl, snapshots)')
     print(f'  traversals:       {traversal_dir}/')
     print(f'  ID-GAN samples:   {outdir}/samples/seed*.png')
+    print(f'  VAE vs ID-GAN:    {compare_dir}/compare-vae.png, traverse-seed0000(-vae).png')
 
 
 if __name__ == '__main__':

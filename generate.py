@@ -60,8 +60,10 @@ def to_uint8(img):
               metavar='PNG')
 @click.option('--set', 'edits', help='Set a code dimension before rendering, DIM=VALUE (repeatable)', multiple=True,
               metavar='DIM=VALUE')
+@click.option('--compare-vae', help='ID-GAN: also render the VAE decoder for the same codes (compare-vae.png; '
+              'with --traverse its traversals too)', is_flag=True)
 def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, device, precision, traverse, dims, steps,
-         encode_path, edits):
+         encode_path, edits, compare_vae):
     """Generate images with a trained network.
 
     \b
@@ -80,6 +82,10 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
     \b
     # ID-GAN: encode a real image, re-render it with fresh nuisance, and move code dimension 4 to 1.5:
     python generate.py --network=snap.pkl --encode=photo.png --set 4=1.5 --seeds=0-3 --outdir=out
+
+    \b
+    # ID-GAN: the VAE decoder beside the GAN for the same codes (samples, and traversals with --traverse):
+    python generate.py --network=snap.pkl --compare-vae --traverse --seeds=0-7 --outdir=out
     """
     from training.latent import sample_for_seed
     from training.snapshot import SnapshotError, load_generator
@@ -105,10 +111,13 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
     elif class_idx is not None:
         print('warning: --class is ignored, the network is unconditional')
 
-    plugin = image = None
-    if traverse or encode_path or edits:
+    plugin = image = compare = vae_decoder = None
+    if traverse or encode_path or edits or compare_vae:
         plugin = _traversal_plugin()
         try:
+            if compare_vae:
+                from disentangle import compare
+                vae_decoder = compare.check_comparable(_data, sampler).eval().requires_grad_(False).to(device)
             edit_values = plugin.parse_edits(edits)
             dim_list = parse_range(dims) if dims is not None else None
             if encode_path is not None:
@@ -122,6 +131,7 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
 
     os.makedirs(outdir, exist_ok=True)
     written = 0
+    compared = []
     with Progress(len(seed_list), desc='generating', unit='seed') as progress:
         for seed in seed_list:
             latents = sample_for_seed(sampler, seed, device=device)
@@ -132,6 +142,12 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
                         latents = plugin.encode_latent(encoder, sampler, image, seed, amp_dtype=amp)
                         name = f'encode-{os.path.splitext(os.path.basename(encode_path))[0]}-{name}'
                     latents.z = plugin.apply_edits(latents.z, sampler, edit_values)
+                    if vae_decoder is not None:
+                        compared.append(latents)
+                    if traverse and vae_decoder is not None:
+                        compare.write_vae_traversal(G, vae_decoder, sampler, latents, outdir, f'traverse-{name}-vae',
+                                                    dims=dim_list, steps=steps, amp_dtype=amp)
+                        written += 1
                     if traverse:
                         out = plugin.write_traversal(G, sampler, latents, outdir, f'traverse-{name}', dims=dim_list,
                                                      steps=steps, c=c, amp_dtype=amp, noise_mode=noise_mode,
@@ -146,6 +162,10 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
             _save_png(to_uint8(img)[0], os.path.join(outdir, f'{name}.png'))
             written += 1
             progress.update(1)
+    if compared:
+        compare.write_comparison(G, vae_decoder, sampler, compared, outdir, c=c, amp_dtype=amp, noise_mode=noise_mode,
+                                 truncation_psi=truncation_psi)
+        written += 1
     if image is not None:  # what the encoder saw, to compare with the re-renderings
         stem = os.path.splitext(os.path.basename(encode_path))[0]
         _save_png(to_uint8(image)[0], os.path.join(outdir, f'encode-{stem}-input.png'))

@@ -50,14 +50,19 @@ def warmup_factor(cur_nimg, warmup_kimg):
 class DistillationTerm(LossTerm):
     """lambda * R_ID added to G's main loss; logs the term and the per-dimension code-recovery error."""
 
-    def __init__(self, G, D, latent_sampler, training_set, device, vae_pkl=None, encoder=None,
+    def __init__(self, G, D, latent_sampler, training_set, device, vae_pkl=None, encoder=None, decoder=None,
                  distill_weight=DEFAULTS['distill_weight'], distill_warmup=DEFAULTS['distill_warmup']):
         del D, training_set  # the term only looks at G's images; D never sees it
         if encoder is None:
-            from training.vae_snapshot import load_vae_encoder
-            encoder = load_vae_encoder(vae_pkl, device=device, resolution=G.img_resolution,
-                                       num_channels=G.img_channels)
+            from training.vae_snapshot import check_vae_snapshot_fits, load_vae_snapshot
+            data = load_vae_snapshot(vae_pkl)
+            check_vae_snapshot_fits(data, resolution=G.img_resolution, num_channels=G.img_channels,
+                                    what='the generator', path=str(vae_pkl))
+            encoder, decoder = data['E'], data.get('Dec')
         self.E = encoder.eval().requires_grad_(False).to(device)
+        # The VAE decoder is never used in training; it rides along in the snapshot ('Dec') so that
+        # generate.py --compare-vae can render the VAE beside the GAN for the same codes.
+        self.Dec = None if decoder is None else decoder.eval().requires_grad_(False).to(device)
         self.code_dim = self.E.code_dim
         if getattr(latent_sampler, 'code_dim', None) != self.code_dim:
             raise ValueError(f'the latent sampler provides {getattr(latent_sampler, "code_dim", None)} code '
@@ -74,7 +79,7 @@ class DistillationTerm(LossTerm):
         self.distill_warmup = float(distill_warmup)
 
     def modules(self):
-        return {'E': self.E}
+        return {'E': self.E} if self.Dec is None else {'E': self.E, 'Dec': self.Dec}
 
     def g_loss(self, ctx):
         from disentangle.latents import resize_for_encoder

@@ -345,6 +345,17 @@ def test_training_logs_the_term_and_snapshots_carry_bank_and_encoder(idgan_run):
         assert torch.equal(a, b), name          # the encoder was never updated
 
 
+def test_snapshots_carry_the_vae_decoder_unchanged_for_compare_vae(idgan_run):
+    vae, _run_dir, last, _c = idgan_run
+    with open(last, 'rb') as f:
+        snap = pickle.load(f)
+    with open(vae, 'rb') as f:
+        Dec = pickle.load(f)['Dec']
+    assert snap['Dec'].code_dim == CODE_DIM
+    pairs = list(zip(snap['Dec'].state_dict().items(), Dec.state_dict().items()))
+    assert pairs and all(torch.equal(a, b) for (_, a), (_, b) in pairs)
+
+
 def test_snapshot_round_trips_in_a_fresh_process_without_the_plugin(idgan_run, tmp_path):
     # Generation needs neither the dataset, nor the VAE file, nor the disentangle/ source.
     _vae, _run_dir, last, _c = idgan_run

@@ -13,7 +13,7 @@ import generate
 from disentangle import traverse
 from disentangle.latents import PosteriorBankLatent
 from networks.stylegan2 import Generator
-from networks.vae import Encoder
+from networks.vae import Decoder, Encoder
 from torch_utils import misc
 from training.latent import GaussianLatent
 
@@ -62,10 +62,15 @@ def snapshots(idgan_parts, tmp_path_factory):
     root = tmp_path_factory.mktemp('snaps')
     G, sampler, E = idgan_parts
     idgan = str(root / 'idgan.pkl')
-    misc.atomic_pickle_dump(dict(G_ema=G, latent=sampler, E=E), idgan)
+    misc.atomic_pickle_dump(dict(G_ema=G, latent=sampler, E=E, Dec=_decoder()), idgan)
     plain = str(root / 'plain.pkl')
     misc.atomic_pickle_dump(dict(G_ema=_generator(12)), plain)
     return idgan, plain
+
+
+def _decoder(res=RES):
+    torch.manual_seed(1)
+    return Decoder(img_resolution=res, img_channels=1, code_dim=CODE_DIM).eval().requires_grad_(False)
 
 
 def test_traversal_files_and_grid_geometry(idgan_parts, tmp_path):
@@ -188,3 +193,51 @@ def test_no_mp4_without_ffmpeg(idgan_parts, tmp_path):
     out = traverse.write_traversal(G, sampler, sampler.sample_seed(0), str(tmp_path), 't', dims=[0], steps=2)
     assert not any(p.endswith('.mp4') for p in out.paths)
     assert sorted(os.listdir(tmp_path)) == ['t.gif', 't.png']
+
+
+def test_compare_vae_puts_the_decoder_above_the_generator_for_the_same_codes(snapshots, tmp_path):
+    idgan, plain = snapshots
+    result = _generate([f'--network={idgan}', '--compare-vae', '--seeds=3-5', f'--outdir={tmp_path}/v'])
+    assert result.exit_code == 0, result.output
+    assert 'compare-vae.png' in os.listdir(tmp_path / 'v')
+    with PIL.Image.open(tmp_path / 'v' / 'compare-vae.png') as png:
+        assert png.size == (traverse.LABEL_WIDTH + 3 * RES, 2 * RES)
+        grid = np.asarray(png)[:, traverse.LABEL_WIDTH:]
+    G, sampler, _E = _load(idgan)
+    latent = sampler.sample_seed(4)
+    # Row 0: the VAE decoder on the code only; row 1: G on code + nuisance.
+    with torch.no_grad():
+        vae = _decoder().to_image(_decoder()(latent.code))
+    vae = (vae * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0, 0].numpy()
+    assert np.array_equal(grid[:RES, RES:2 * RES], vae)
+    assert np.array_equal(grid[RES:, RES:2 * RES], traverse.render(G, latent.z)[0, 0].numpy())
+    result = _generate([f'--network={plain}', '--compare-vae', f'--outdir={tmp_path}/w'])
+    assert result.exit_code != 0 and '--compare-vae needs an ID-GAN snapshot' in result.output
+
+
+def test_compare_vae_with_traverse_writes_matching_vae_traversals(snapshots, tmp_path):
+    idgan, _plain = snapshots
+    result = _generate([f'--network={idgan}', '--compare-vae', '--traverse', '--dims=0,2', '--steps=3', '--seeds=1',
+                        f'--outdir={tmp_path}'])
+    assert result.exit_code == 0, result.output
+    with PIL.Image.open(tmp_path / 'traverse-seed0001.png') as gan, \
+            PIL.Image.open(tmp_path / 'traverse-seed0001-vae.png') as vae:
+        assert gan.size == vae.size == (traverse.LABEL_WIDTH + 3 * RES, 2 * RES)
+        rows = np.asarray(vae)[:, traverse.LABEL_WIDTH:].reshape(2, RES, 3, RES).transpose(0, 2, 1, 3)
+    # Sweeping code dimension 0 changes the VAE's image (the decoder sees the swept code).
+    assert not np.array_equal(rows[0, 0], rows[0, 2])
+
+
+def test_vae_images_are_shown_at_the_generator_resolution_pixel_for_pixel():
+    from disentangle import compare
+    code = torch.randn(2, CODE_DIM)
+    small = compare.decode(_decoder(), code)
+    large = compare.decode(_decoder(), code, resolution=2 * RES)
+    assert small.shape == (2, 1, RES, RES) and large.shape == (2, 1, 2 * RES, 2 * RES)
+    assert torch.equal(large[:, :, ::2, ::2], small) and torch.equal(large[:, :, 1::2, 1::2], small)
+
+
+def _load(pkl):
+    from training.snapshot import load_generator
+    G, sampler, _data = load_generator(pkl)
+    return G, sampler, _data
