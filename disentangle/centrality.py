@@ -16,7 +16,8 @@ the first half of the groups, accuracy on the second half -> C[i, j]. The matrix
 symmetrised, (C + C^T) / 2, and a model's centrality is its mean over j != i; the medoid (highest
 centrality) is selected.
 
-Each model's data is rendered once and streamed through every encoder, so memory stays at one
+Every model draws its codes and noise from the same seeded stream (common random numbers), so
+identical models render identical data and score identically. Each model's data is rendered once and streamed through every encoder, so memory stays at one
 chunk of images and the cost is N renders + N^2 encodings of groups * group_size + std_samples
 images.
 """
@@ -138,7 +139,7 @@ def cross_scores(models, num_groups=DEFAULT_GROUPS, group_size=DEFAULT_GROUP_SIZ
     total = n * (num_groups * group_size + std_samples)
     with Progress(total, desc='ModelCentrality: render + encode', unit='img', enabled=verbose) as progress:
         for j, data_model in enumerate(models):
-            generator = torch.Generator().manual_seed(int(seed) * 1000003 + j)
+            generator = torch.Generator().manual_seed(int(seed))   # common random numbers for every model
             free = data_model.render(*data_model.sample(std_samples, generator))
             global_variances = [model.encode(free).var(axis=0, ddof=1) for model in models]
             progress.update(std_samples)

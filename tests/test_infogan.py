@@ -13,8 +13,13 @@ import torch
 from click.testing import CliRunner
 
 import dnnlib
-from disentangle.contrastive import (ContrastiveSchedule, ContrastiveTerm, contrastive_pairs, gapped_pair,
-                                     parse_gap_schedule)
+from disentangle.contrastive import (
+    ContrastiveSchedule,
+    ContrastiveTerm,
+    contrastive_pairs,
+    gapped_pair,
+    parse_gap_schedule,
+)
 from disentangle.infogan import InfoTerm, categorical_nll, continuous_nll, parse_cat
 from disentangle.infogan_latent import InfoGANLatent
 from networks.stylegan2 import Discriminator, Generator
@@ -416,3 +421,95 @@ def test_cli_presets_configure_codes_mapping_and_terms(tmp_path, capsys):
     info, cr = options['extra_terms_kwargs']
     assert info['info_weight_cont'] == 0.05 and info['info_weight_cat'] == 1.0
     assert cr['cr_start_kimg'] == 90.0 and cr['cr_weight'] == 2.0 and cr['cr_gap'] == '0'
+
+
+# ----------------------------------------------------------------------------------------------
+# Traversals.
+
+def test_categorical_traversal_has_one_column_per_category(cr_run, tmp_path):
+    from disentangle.traverse import LABEL_WIDTH, write_traversal
+    from training.snapshot import load_generator
+    _c, last = cr_run
+    G, sampler, _data = load_generator(last)
+    latent = sampler.sample_seed(0)
+    out = write_traversal(G, sampler, latent, str(tmp_path), 'trav', dims=[0, 1, 2], steps=5)
+    assert out.lengths == [3, 5, 5]                          # 3 categories, 5 steps per continuous code
+    image = PIL.Image.open(out.paths[0])
+    assert image.size == (LABEL_WIDTH + 5 * RES, 3 * RES)
+    assert out.images.shape == (15, 1, RES, RES) and out.images[3:5].sum() == 0   # padded tiles are black
+    # Column k of the categorical row renders category k with the seed's other codes and noise.
+    for k in range(3):
+        z = sampler.set_code(latent.z, 0, float(k))
+        img = G(z, torch.zeros(1, 0), noise_mode='const')
+        expected = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+        assert torch.equal(out.images[k], expected[0])
+    assert out.ranges[1].tolist() == [-1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# ModelCentrality.
+
+class _CodeModel:
+    """A 'model' whose 'images' are linear maps of its codes, read back by another linear map."""
+
+    def __init__(self, num_codes, render_matrix, encode_matrix, name):
+        self.num_codes, self.name = num_codes, name
+        self.render_matrix = torch.as_tensor(render_matrix, dtype=torch.float64)
+        self.encode_matrix = torch.as_tensor(encode_matrix, dtype=torch.float64)
+
+    def sample(self, n, generator):
+        return torch.rand([n, self.num_codes], generator=generator, dtype=torch.float64) * 2 - 1, None
+
+    def render(self, codes, rest):
+        return codes @ self.render_matrix
+
+    def encode(self, images):
+        return (images @ self.encode_matrix).numpy()
+
+
+def test_centrality_of_a_planted_similarity_matrix_picks_the_medoid():
+    from disentangle.centrality import centrality, ranking
+    scores = np.array([[1.0, 0.9, 0.8, 0.2],
+                       [0.7, 1.0, 0.9, 0.1],
+                       [0.8, 0.9, 1.0, 0.3],
+                       [0.2, 0.3, 0.1, 1.0]])
+    symmetric, values = centrality(scores)
+    assert np.allclose(symmetric, symmetric.T) and symmetric[0, 1] == pytest.approx(0.8)
+    assert values[1] == pytest.approx((0.8 + 0.9 + 0.2) / 3)
+    assert [name for _r, name, _v in ranking(['a', 'b', 'c', 'd'], scores)] == ['b', 'c', 'a', 'd']
+
+
+def test_identical_models_agree_and_an_entangled_one_ranks_last():
+    from disentangle.centrality import cross_scores, ranking
+    rotation = np.linalg.qr(np.random.RandomState(0).randn(3, 3))[0]
+    eye = np.eye(3)
+    # 'mixed' renders a rotation of its codes: its data entangles them, for every encoder.
+    models = [_CodeModel(3, eye, eye, 'a'), _CodeModel(3, eye, eye[[2, 0, 1]], 'b'),
+              _CodeModel(3, rotation, eye, 'mixed')]
+    scores = cross_scores(models, num_groups=60, group_size=20, std_samples=200, verbose=False)
+    assert scores[0, 1] == scores[1, 0] == 1.0 and scores[0, 0] == 1.0     # a permutation is as disentangled
+    assert scores[0, 2] < 0.9 and scores[1, 2] < 0.9 and scores[2, 0] == 1.0
+    assert [name for _r, name, _v in ranking(['a', 'b', 'mixed'], scores)][-1] == 'mixed'
+
+
+def test_select_model_on_two_copies_gives_a_symmetric_matrix_and_equal_scores(cr_run, tmp_path):
+    import json
+    import shutil
+
+    import select_model
+    _c, last = cr_run
+    copies = []
+    for name in ('a', 'b'):
+        copies.append(str(tmp_path / f'{name}.pkl'))
+        shutil.copy(last, copies[-1])
+    out = str(tmp_path / 'mc.json')
+    result = CliRunner().invoke(select_model.main, [f'--networks={tmp_path}/*.pkl', '--groups=12', '--group-size=4',
+                                                    '--std-samples=32', f'--out={out}', '--quiet'])
+    assert result.exit_code == 0, result.output
+    with open(out) as f:
+        data = json.load(f)
+    scores = np.array(data['scores'])
+    assert data['networks'] == copies and np.array_equal(scores, scores.T) and np.all(scores == scores[0, 0])
+    assert data['centrality'][0] == data['centrality'][1] and 'selected:' in result.output
+    bad = CliRunner().invoke(select_model.main, [f'--networks={copies[0]}', f'--out={out}'])
+    assert bad.exit_code != 0 and 'compares at least 2' in bad.output
