@@ -513,3 +513,21 @@ def test_select_model_on_two_copies_gives_a_symmetric_matrix_and_equal_scores(cr
     assert data['centrality'][0] == data['centrality'][1] and 'selected:' in result.output
     bad = CliRunner().invoke(select_model.main, [f'--networks={copies[0]}', f'--out={out}'])
     assert bad.exit_code != 0 and 'compares at least 2' in bad.output
+
+
+def test_centrality_scores_a_vae_snapshot_against_an_infogan_snapshot(cr_run):
+    from disentangle.centrality import SnapshotModel, cross_scores
+    from networks.vae import Decoder, Encoder
+    _c, last = cr_run
+    torch.manual_seed(0)
+    vae = SnapshotModel(dict(E=Encoder(img_resolution=RES, img_channels=1, code_dim=4),
+                             Dec=Decoder(img_resolution=RES, img_channels=1, code_dim=4)), name='vae')
+    with open(last, 'rb') as f:
+        gan = SnapshotModel(pickle.load(f), name='gan')
+    assert (vae.kind, vae.num_codes, gan.kind, gan.num_codes) == ('vae', 4, 'gan', 3)
+    codes, rest = vae.sample(5, torch.Generator().manual_seed(0))
+    images = vae.render(codes, rest)
+    assert images.shape == (5, 1, RES, RES) and images.dtype == torch.uint8
+    assert vae.encode(images).shape == (5, 4) and gan.encode(images).shape == (5, 3)
+    scores = cross_scores([vae, gan], num_groups=8, group_size=4, std_samples=16, verbose=False)
+    assert scores.shape == (2, 2) and ((scores >= 0) & (scores <= 1)).all()
