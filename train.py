@@ -177,7 +177,7 @@ def _train_in_process(rank, c, temp_dir):
 @click.option('--info-std', help='InfoGAN: std of Q for continuous codes [default: fixed]', type=click.Choice(['fixed', 'learned']))
 @click.option('--cr-weight', help='InfoGAN-CR: weight alpha of the contrastive term for G [default: 2]',
               type=click.FloatRange(min=0))
-@click.option('--cr-start-kimg', help='InfoGAN-CR: kimg at which alpha switches on [default: 90%% of --kimg]',
+@click.option('--cr-start-kimg', help='InfoGAN-CR: kimg at which alpha switches on [default: 90% of --kimg]',
               type=click.FloatRange(min=0))
 @click.option('--cr-gap', help='InfoGAN-CR: contrastive gap schedule GAP[,GAP@KIMG...], e.g. 1.9,0@85 [default: 0]',
               metavar='SCHEDULE')
