@@ -161,11 +161,26 @@ def _train_in_process(rank, c, temp_dir):
 @click.option('--lr', help='VAE configs: learning rate [default: 1e-3; official 1e-4]; GAN configs use --glr/--dlr',
               type=click.FloatRange(min=0, min_open=True))
 @click.option('--vae', help='ID-GAN: the stage-1 VAE snapshot whose encoder gives the code', metavar='PKL')
-@click.option('--nuisance-dim', help='ID-GAN: width of the Gaussian nuisance input [default: 0]', type=click.IntRange(min=0))
+@click.option('--nuisance-dim', help='ID-GAN, InfoGAN: width of the Gaussian nuisance (noise) input [default: 0; InfoGAN 5]',
+              type=click.IntRange(min=0))
 @click.option('--distill-weight', help='ID-GAN: weight lambda of the distillation term [default: by --cfg]',
               type=click.FloatRange(min=0))
 @click.option('--distill-warmup', help='ID-GAN: kimg of the linear warm-up of lambda [default: by --cfg]',
               type=click.FloatRange(min=0))
+# InfoGAN and InfoGAN-CR (disentangle/infogan.py, disentangle/contrastive.py; docs/INFOGAN.md).
+@click.option('--cat', help='InfoGAN: categorical codes, category counts comma-separated, e.g. 10 or 10,10 [default: none]',
+              metavar='LIST')
+@click.option('--cont', help='InfoGAN: continuous U(-1, 1) codes [default: 5]', type=click.IntRange(min=0))
+@click.option('--info-weight-cat', help='InfoGAN: weight of the categorical MI term [default: 1]', type=click.FloatRange(min=0))
+@click.option('--info-weight-cont', help='InfoGAN: weight of the continuous MI term [default: 0.1; infogan-cr 0.05]',
+              type=click.FloatRange(min=0))
+@click.option('--info-std', help='InfoGAN: std of Q for continuous codes [default: fixed]', type=click.Choice(['fixed', 'learned']))
+@click.option('--cr-weight', help='InfoGAN-CR: weight alpha of the contrastive term for G [default: 2]',
+              type=click.FloatRange(min=0))
+@click.option('--cr-start-kimg', help='InfoGAN-CR: kimg at which alpha switches on [default: 90% of --kimg]',
+              type=click.FloatRange(min=0))
+@click.option('--cr-gap', help='InfoGAN-CR: contrastive gap schedule GAP[,GAP@KIMG...], e.g. 1.9,0@85 [default: 0]',
+              metavar='SCHEDULE')
 @click.option('--dry-run', help='Print the training options and exit', is_flag=True)
 def main(**kwargs):
     """Train a GAN with the StyleGAN2-ADA recipe, on CPU or GPU.
@@ -186,6 +201,11 @@ def main(**kwargs):
     # Stage 2 of ID-GAN: the VAE's code into a StyleGAN2, distilled with the frozen encoder:
     python train.py --outdir=runs --data=dsprites --cfg=idgan --vae=runs/00000-dsprites-betavae-batch64/vae-snapshot-000020.pkl \\
         --cbase=4096 --cmax=128 --batch=8 --kimg=10
+
+    \b
+    # InfoGAN with one 10-way code on the built-in digits; InfoGAN-CR on dSprites (5 codes + 5 noise):
+    python train.py --outdir=runs --data=digits --cfg=infogan --cat=10 --cont=2 --cbase=2048 --cmax=32 --batch=16 --kimg=20
+    python train.py --outdir=runs --data=dsprites --cfg=infogan-cr --cbase=2048 --cmax=32 --batch=16 --kimg=10
 
     \b
     # Continue a run that was stopped, exactly where it left off:

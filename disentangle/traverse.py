@@ -9,6 +9,10 @@ quantiles of N(0, 1), about +-2. Outputs per seed, all written atomically:
     traverse-seed<seed>.gif   one frame per step (there and back), the dimensions side by side
     traverse-seed<seed>.mp4   the same frames, when imageio-ffmpeg is installed
 
+InfoGAN samplers (`set_code`, `traversal_values`; disentangle/infogan_latent.py) are swept per code
+column: a categorical group shows one column per category, a continuous code `--steps` values
+over its U(-1, 1) range; rows shorter than the longest are padded with black tiles.
+
 Editing: `encode_image` maps a real image file to E's posterior mean; `apply_edits` sets chosen
 dimensions; the generator re-renders the code with a seed's nuisance.
 """
@@ -119,14 +123,19 @@ def _save_atomic(image, path, **save_kwargs):
     os.replace(tmp, path)
 
 
-def animation_frames(images, num_dims, steps):
-    """PIL frames (steps there and back): frame j shows every dimension at step j, side by side."""
+def animation_frames(images, num_dims, steps, lengths=None):
+    """PIL frames (steps there and back): frame j shows every dimension at step j, side by side.
+
+    `lengths` (per dimension, <= steps) marks padded rows: a row holds its last real value.
+    """
     _n, C, H, W = images.shape
     per_dim = images.reshape(num_dims, steps, C, H, W)
+    lengths = [steps] * num_dims if lengths is None else list(lengths)
     order = list(range(steps)) + list(range(steps - 2, 0, -1))
     frames = []
     for j in order:
-        strip = per_dim[:, j].permute(2, 0, 3, 1).reshape(H, num_dims * W, C).numpy()
+        columns = torch.stack([per_dim[d, min(j, lengths[d] - 1)] for d in range(num_dims)])
+        strip = columns.permute(2, 0, 3, 1).reshape(H, num_dims * W, C).numpy()
         frames.append(_to_pil(strip))
     return frames
 
@@ -163,6 +172,9 @@ def write_traversal(G, sampler, latent, outdir, name, dims=None, steps=DEFAULT_S
     check_dims(sampler, dims)
     if steps < 2:
         raise TraversalError(f'--steps={steps} is too few; a traversal needs at least 2 steps.')
+    if hasattr(sampler, 'set_code'):
+        return _write_code_traversal(G, sampler, latent, outdir, name, dims, steps, c=c, amp_dtype=amp_dtype,
+                                     noise_mode=noise_mode, truncation_psi=truncation_psi, mp4=mp4)
     ranges = value_ranges(sampler, dims, quantiles)
     z = traversal_latents(latent.z, dims, ranges.to(latent.z.device), steps)
     images = render(G, z, c=c, amp_dtype=amp_dtype, noise_mode=noise_mode, truncation_psi=truncation_psi)
@@ -173,6 +185,26 @@ def write_traversal(G, sampler, latent, outdir, name, dims=None, steps=DEFAULT_S
     _save_atomic(grid_image(images, len(dims), steps, labels), png)
     paths = [png] + write_animation(animation_frames(images, len(dims), steps), os.path.join(outdir, name), mp4=mp4)
     return dnnlib.EasyDict(paths=paths, images=images, ranges=ranges)
+
+
+def _write_code_traversal(G, sampler, latent, outdir, name, dims, steps, mp4=None, **render_kwargs):
+    """write_traversal for InfoGAN samplers: per code column its own values (module docstring)."""
+    values = [sampler.traversal_values(d, steps) for d in dims]
+    lengths = [len(v) for v in values]
+    cols = max(lengths)
+    z = torch.cat([sampler.set_code(latent.z.repeat(len(v), 1), d, v.to(latent.z.device)) for d, v in zip(dims, values)])
+    rendered = render(G, z, **render_kwargs).split(lengths)
+    blank = torch.zeros_like(rendered[0][:1])
+    images = torch.cat([torch.cat([row] + [blank] * (cols - len(row))) for row in rendered])
+    labels = [f'c{d}\ncat\n0-{len(v) - 1}' if sampler.is_categorical(d) else f'c{d}\n{float(v[0]):+.1f}\n{float(v[-1]):+.1f}'
+              for d, v in zip(dims, values)]
+    os.makedirs(outdir, exist_ok=True)
+    png = os.path.join(outdir, name + '.png')
+    _save_atomic(grid_image(images, len(dims), cols, labels), png)
+    frames = animation_frames(images, len(dims), cols, lengths)
+    paths = [png] + write_animation(frames, os.path.join(outdir, name), mp4=mp4)
+    ranges = torch.tensor([[float(v[0]), float(v[-1])] for v in values])
+    return dnnlib.EasyDict(paths=paths, images=images, ranges=ranges, lengths=lengths)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +250,10 @@ def apply_edits(z, sampler, edits):
         check_dims(sampler, list(edits))
     z = z.clone()
     for dim, value in edits.items():
-        z[:, dim] = value
+        if hasattr(sampler, 'set_code'):    # InfoGAN: code column -> one-hot group or continuous entry
+            z = sampler.set_code(z, dim, value)
+        else:
+            z[:, dim] = value
     return z
 
 
