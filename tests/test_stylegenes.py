@@ -14,11 +14,7 @@ import torch
 from click.testing import CliRunner
 
 import dnnlib
-import generate
-from disentangle import gene_conditioning as gc
-from disentangle import traverse
 from disentangle.idgan import DistillationTerm
-from disentangle.latents import PosteriorBankLatent
 from disentangle.stylegenes import GeneError, GeneLatent, GeneMappingNetwork, mapping_cost
 from networks.stylegan2 import Generator, MappingNetwork
 from networks.vae import Encoder
@@ -308,7 +304,7 @@ def test_cli_composes_genes_with_idgan(tmp_path):
 
 
 def test_registry_collects_the_mapping_choice():
-    from disentangle import configs, stylegenes
     import train
+    from disentangle import configs, stylegenes
     assert configs.MAPPINGS['genes'] is stylegenes.configure_genes
     assert set(train._mapping_choices()) == {'mlp', 'genes'}
