@@ -7,11 +7,10 @@ import pickle
 import subprocess
 import sys
 
-import numpy as np
-import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from test_idgan import CODE_DIM, SquaresDataset, idgan_loop_kwargs  # the ID-GAN tests' data and tiny run
 
 import dnnlib
 from disentangle.idgan import DistillationTerm
@@ -24,7 +23,6 @@ from training import training_loop as tl
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = 16
 GENES, VARIANTS, W_DIM = 3, 4, 12          # gene_dim 4: gene g owns w[4g:4g+4]
-CODE_DIM = 2
 
 
 def genes_generator(code_dim=0, gene_dim=None, seed=0, c_dim=0):
@@ -39,27 +37,12 @@ def all_genomes():
     return torch.tensor(list(itertools.product(range(VARIANTS), repeat=GENES)), dtype=torch.float32)
 
 
-class _Squares:
-    def __init__(self, count=24):
-        rnd = np.random.RandomState(0)
-        self.images = np.zeros([count, 1, RES, RES], dtype=np.uint8)
-        for i, (y, x) in enumerate(rnd.randint(0, RES - 4, size=[count, 2])):
-            self.images[i, 0, y:y + 4, x:x + 4] = 255
-        self.resolution, self.num_channels = RES, 1
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, idx):
-        return self.images[idx], np.zeros([0], dtype=np.float32)
-
-
 def coded_sampler():
     torch.manual_seed(0)
     E = Encoder(img_resolution=RES, img_channels=1, code_dim=CODE_DIM).eval().requires_grad_(False)
     sampler = GeneLatent(GENES, VARIANTS, code_latent_kwargs=dict(
         class_name='disentangle.latents.PosteriorBankLatent', code_dim=CODE_DIM, bank_size=16, verbose=False))
-    sampler.prepare(_Squares(), encoder=E)
+    sampler.prepare(SquaresDataset(), encoder=E)
     return sampler, E
 
 
@@ -194,40 +177,15 @@ def test_genes_sampler_without_code_has_no_code_attributes():
 @pytest.fixture(scope='module')
 def genes_idgan_run(tmp_path_factory):
     """A few genes + ID-GAN training steps through the real loop; returns the last snapshot."""
-    root = tmp_path_factory.mktemp('genes')
-    torch.manual_seed(0)
-    vae = str(root / 'vae.pkl')
-    misc.atomic_pickle_dump(dict(E=Encoder(img_resolution=RES, img_channels=1, code_dim=CODE_DIM).eval()), vae)
-    data = root / 'squares'
-    os.makedirs(data)
-    for i, image in enumerate(_Squares().images):
-        PIL.Image.fromarray(image[0], 'L').save(data / f'{i:03d}.png')
-    run_dir = str(root / 'run')
-    os.makedirs(run_dir)
-    code_latent = dict(class_name='disentangle.latents.PosteriorBankLatent', vae_pkl=vae, code_dim=CODE_DIM,
-                       bank_size=16, verbose=False)
-    c = dnnlib.EasyDict(
-        run_dir=run_dir,
-        training_set_kwargs=dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=str(data)),
-        data_loader_kwargs=dnnlib.EasyDict(num_workers=0),
-        G_kwargs=dnnlib.EasyDict(class_name='networks.stylegan2.Generator', z_dim=0, w_dim=W_DIM,
-                                 mapping_kwargs=dnnlib.EasyDict(class_name='disentangle.stylegenes.GeneMappingNetwork',
-                                                                num_genes=GENES, num_variants=VARIANTS,
-                                                                code_dim=CODE_DIM, num_layers=1),
-                                 synthesis_kwargs=dnnlib.EasyDict(channel_base=128, channel_max=8)),
-        D_kwargs=dnnlib.EasyDict(class_name='networks.stylegan2.Discriminator', channel_base=128, channel_max=8,
-                                 epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=2)),
-        G_opt_kwargs=dnnlib.EasyDict(class_name='torch.optim.Adam', lr=0.0025, betas=[0.0, 0.99], eps=1e-8),
-        D_opt_kwargs=dnnlib.EasyDict(class_name='torch.optim.Adam', lr=0.0025, betas=[0.0, 0.99], eps=1e-8),
-        loss_kwargs=dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=1.0, style_mixing_prob=0.5),
-        latent_kwargs=dnnlib.EasyDict(class_name='disentangle.stylegenes.GeneLatent', num_genes=GENES,
-                                      num_variants=VARIANTS, code_latent_kwargs=code_latent),
-        extra_terms_kwargs=[dnnlib.EasyDict(class_name='disentangle.idgan.DistillationTerm', vae_pkl=vae,
-                                            distill_weight=0.1, distill_warmup=0)],
-        G_reg_interval=2, D_reg_interval=2, batch_size=4, batch_gpu=2, ema_kimg=0.01, ema_rampup=0.05,
-        total_kimg=0.012, kimg_per_tick=0.004, image_snapshot_ticks=100, network_snapshot_ticks=3,
-        random_seed=0, precision='fp32', device='cpu')
-    return tl.training_loop(**c), run_dir
+    vae, c = idgan_loop_kwargs(tmp_path_factory.mktemp('genes'))
+    code_latent = dict(c.latent_kwargs, nuisance_dim=0)
+    c.latent_kwargs = dnnlib.EasyDict(class_name='disentangle.stylegenes.GeneLatent', num_genes=GENES,
+                                      num_variants=VARIANTS, code_latent_kwargs=code_latent)
+    c.G_kwargs = dnnlib.EasyDict(c.G_kwargs, w_dim=W_DIM, mapping_kwargs=dnnlib.EasyDict(
+        class_name='disentangle.stylegenes.GeneMappingNetwork', num_genes=GENES, num_variants=VARIANTS,
+        code_dim=CODE_DIM, num_layers=1))
+    c.loss_kwargs = dnnlib.EasyDict(c.loss_kwargs, style_mixing_prob=0.5)   # mixing draws a second genome
+    return tl.training_loop(**c), c.run_dir
 
 
 def test_training_moves_the_bank_and_logs_the_distillation(genes_idgan_run):
