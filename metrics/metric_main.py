@@ -26,7 +26,7 @@ import torch
 
 import dnnlib
 from dnnlib.progress import Progress, format_time
-from metrics import beta_vae, factor_vae, generator_side, modularity_explicitness, unsupervised
+from metrics import beta_vae, factor_vae, fidelity, generator_side, modularity_explicitness, unsupervised
 from metrics import dci as dci_metric
 from metrics import mig as mig_metric
 from metrics import sap as sap_metric
@@ -173,7 +173,8 @@ def metric_option_names(metric):
     """Options (sample sizes etc.) that `calc_metric(metric, **options)` passes on to the metric."""
     fns = _COMPUTE_FNS.get(metric)
     fns = list(fns) if isinstance(fns, (list, tuple)) else [fns] if fns is not None else []
-    return sorted(set().union(*[_defaults(fn, {}) for fn in fns]) - {'seed', 'progress', 'device', 'dataset'})
+    names = set().union(*[fn if isinstance(fn, dict) else _defaults(fn, {}) for fn in fns])
+    return sorted(names - {'seed', 'progress', 'device', 'dataset'})
 
 
 def _run_disentanglement(opts, metric, compute_fn, num_observations):
@@ -277,3 +278,23 @@ def mig_gen(opts):
 def dci_gen(opts):
     return _run_generator_side(opts, 'dci_gen', generator_side.compute_dci_gen,
                                lambda k: k['num_train'] + k['num_test'])
+
+
+# ----------------------------------------------------------------------------
+# Fidelity (metrics/fidelity.py): FD, KID, precision/recall with the Inception/VGG16 detectors or the oracle.
+
+
+def _fidelity_metric(metric):
+    def evaluate(opts):
+        options = {key: opts.metric_kwargs.get(key, value) for key, value in fidelity.METRIC_SPECS[metric].options.items()}
+        model_kwargs = {key: value for key, value in _defaults(generative_model, opts.metric_kwargs).items()
+                        if key not in ('device', 'dataset', 'num_z_codes')}
+        return fidelity.run_metric(opts, metric, options, model_kwargs)
+    evaluate.__name__ = metric
+    return evaluate
+
+
+for _metric, _spec in fidelity.METRIC_SPECS.items():
+    register_metric(_fidelity_metric(_metric))
+    _COMPUTE_FNS[_metric] = (_spec.options, {k: v for k, v in _defaults(generative_model, {}).items() if k != 'num_z_codes'}) \
+        + ((_oracle_options,) if _spec.detector == 'oracle' else ())
