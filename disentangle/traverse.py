@@ -218,6 +218,9 @@ def parse_edits(items):
 
 def apply_edits(z, sampler, edits):
     """A copy of z [N, z_dim] with code (or z) dimensions set to the given values."""
+    if edits and is_genes(sampler) and not hasattr(sampler, 'code_dim'):
+        raise TraversalError('--set edits code dimensions, and this genes network has none; use --swap-gene '
+                             'GENE=VARIANT.')
     if edits:
         check_dims(sampler, list(edits))
     z = z.clone()

@@ -105,6 +105,7 @@ def test_generate_gene_traversal_has_one_row_per_gene_and_one_column_per_variant
     (['--swap-gene', '1=4'], 'variant 4 is out of range'),
     (['--swap-gene', '1'], 'is not GENE=VARIANT'),
     (['--traverse', '--dims=3'], 'gene 3 does not exist'),
+    (['--set', '0=1.5'], 'this genes network has none; use --swap-gene'),
 ])
 def test_generate_rejects_bad_gene_options(snapshots, tmp_path, args, message):
     genes, _plain = snapshots
