@@ -8,6 +8,7 @@
    counts[g, k, v]. Naive Bayes reads these as the class-conditional variant distributions
        P(k | v, gene g) = (counts[g, k, v] + alpha) / (sum_k counts[g, k, v] + K * alpha),
    with Laplace smoothing alpha = 1 (a variant never seen with v keeps a little mass).
+   A condition may name a set of values (a range, e.g. pos_x=0-15): its counts are summed.
 3. To realise v, draw each gene's variant independently from P(k | v, g) -- the naive-Bayes model
    of P(genome | v). Several conditions multiply their per-gene distributions (conditional
    independence of the attributes given the variant, and a uniform prior over variants).
@@ -114,7 +115,7 @@ def value_names_of(classifier, dataset=None):
 
 
 def parse_conditions(items, classifier, dataset=None):
-    """['shape=heart', 'scale=2'] -> {factor index: value index}."""
+    """['shape=heart', 'scale=2', 'pos_x=0-15'] -> {factor index: value index, or a list of them for a range}."""
     factors = list(classifier.factor_names)
     value_names = value_names_of(classifier, dataset)
     out = {}
@@ -130,14 +131,17 @@ def parse_conditions(items, classifier, dataset=None):
             f = factors.index(key)
             names = [str(n) for n in value_names.get(key, [])]
             size = int(classifier.factor_sizes[f])
+            lo, dash, hi = value.partition('-')
             if value in names:
                 v = names.index(value)
             elif value.isdigit() and int(value) < size:
                 v = int(value)
+            elif dash and lo.isdigit() and hi.isdigit() and int(lo) <= int(hi) < size:
+                v = list(range(int(lo), int(hi) + 1))
             else:
-                known = f'{", ".join(names)} or ' if names else ''
+                known = f'{", ".join(names)}, ' if names else ''
                 raise ConditionError(f'--condition {part!r}: "{value}" is not a value of {key}; use {known}an index '
-                                     f'0-{size - 1}.')
+                                     f'0-{size - 1} or a range of them like 0-{size // 2 - 1}.')
             out[f] = v
     if not out:
         raise ConditionError('no condition given; pass --condition FACTOR=VALUE.')
@@ -177,8 +181,8 @@ def cooccurrence(genomes, values, num_variants, num_values):
 
 
 def variant_distribution(counts, value, alpha=DEFAULT_ALPHA):
-    """[num_genes, num_variants]: smoothed naive-Bayes P(variant | value) per gene."""
-    column = counts[:, :, value] + alpha
+    """[num_genes, num_variants]: smoothed naive-Bayes P(variant | value) per gene (value: index or list)."""
+    column = counts[:, :, np.atleast_1d(value)].sum(axis=2) + alpha
     return column / column.sum(axis=1, keepdims=True)
 
 
@@ -206,7 +210,7 @@ def naive_bayes_posterior(counts, genomes, alpha=DEFAULT_ALPHA):
 
 
 class GeneConditioner:
-    """Per-gene variant distributions realising `conditions` ({factor index: value index})."""
+    """Per-gene variant distributions realising `conditions` ({factor index: value index or list of them})."""
 
     def __init__(self, genomes, attributes, conditions, num_variants, factor_sizes, alpha=DEFAULT_ALPHA,
                  temperature=1.0):
@@ -226,7 +230,7 @@ class GeneConditioner:
         attributes = np.asarray(attributes)
         ok = np.ones([attributes.shape[0]], dtype=bool)
         for f, v in self.conditions.items():
-            ok &= attributes[:, f] == v
+            ok &= np.isin(attributes[:, f], np.atleast_1d(v))
         return ok
 
     def sample_genome(self, seed):

@@ -169,6 +169,12 @@ def test_smoothing_keeps_mass_on_unseen_variants_and_conditions_multiply():
     assert np.allclose(gc.combine([a, b]), [[0.1, 0.15, 0.05]] / np.float64(0.3))
 
 
+def test_a_range_condition_pools_its_values():
+    genomes, attributes = planted_data()
+    pooled = gc.GeneConditioner(genomes, attributes, {0: [0, 1]}, VARIANTS, factor_sizes=[2])
+    assert np.allclose(pooled.probs, 0.25, atol=0.03) and pooled.base_rate == 1.0   # every value: no information
+
+
 def test_naive_bayes_posterior_recovers_the_planted_attribute():
     genomes, attributes = planted_data()
     counts = gc.cooccurrence(genomes, attributes[:, 0], VARIANTS, 2)
@@ -210,8 +216,9 @@ def test_parse_conditions_accepts_value_names_and_indices_and_rejects_others():
     class Oracle:
         factor_names, factor_sizes = ('shape', 'scale'), (3, 6)
     assert gc.parse_conditions(['shape=heart', 'scale=4'], Oracle(), 'dsprites') == {0: 2, 1: 4}
-    for item, message in [('colour=red', 'knows no factor "colour"'), ('shape=star', 'use square, ellipse, heart or'),
-                          ('scale=6', 'an index 0-5'), ('shape', 'is not FACTOR=VALUE')]:
+    assert gc.parse_conditions(['scale=1-3'], Oracle(), 'dsprites') == {1: [1, 2, 3]}
+    for item, message in [('colour=red', 'knows no factor "colour"'), ('shape=star', 'use square, ellipse, heart, an'),
+                          ('scale=6', 'an index 0-5'), ('scale=4-6', 'an index 0-5'), ('shape', 'is not FACTOR=VALUE')]:
         with pytest.raises(gc.ConditionError, match=message):
             gc.parse_conditions([item], Oracle(), 'dsprites')
 
