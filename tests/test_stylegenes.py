@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 
+import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
@@ -266,3 +267,21 @@ def test_registry_collects_the_mapping_choice():
     from disentangle import configs, stylegenes
     assert configs.MAPPINGS['genes'] is stylegenes.configure_genes
     assert set(train._mapping_choices()) == {'mlp', 'genes'}
+
+
+def test_generate_on_genes_with_a_code_traverses_both_and_encodes(genes_idgan_run, tmp_path):
+    import generate
+    last, _run_dir = genes_idgan_run
+    result = CliRunner().invoke(generate.main, [f'--network={last}', '--traverse', '--dims=1', '--steps=3', '--seeds=0',
+                                                f'--outdir={tmp_path}'])
+    assert result.exit_code == 0, result.output
+    with PIL.Image.open(tmp_path / 'traverse-genes-seed0000.png') as png:
+        assert png.size[1] == RES                                    # one gene row
+    with PIL.Image.open(tmp_path / 'traverse-seed0000.png') as png:
+        assert png.size[1] == CODE_DIM * RES                         # every code dimension
+    path = str(tmp_path / 'in.png')
+    PIL.Image.fromarray(SquaresDataset().images[0, 0], 'L').save(path)
+    result = CliRunner().invoke(generate.main, [f'--network={last}', f'--encode={path}', '--swap-gene', '0=1',
+                                                '--seeds=0', f'--outdir={tmp_path}/e'])
+    assert result.exit_code == 0, result.output
+    assert 'encode-in-seed0000.png' in os.listdir(tmp_path / 'e')
