@@ -62,8 +62,21 @@ def to_uint8(img):
               metavar='DIM=VALUE')
 @click.option('--compare-vae', help='ID-GAN: also render the VAE decoder for the same codes (compare-vae.png; '
               'with --traverse its traversals too)', is_flag=True)
+# Genes networks (StyleGenes, disentangle/stylegenes.py): genome editing and conditional sampling.
+@click.option('--genes', 'genome_text', help='Genes networks: render this genome, one variant per gene (e.g. 3,0,17,...)',
+              metavar='LIST')
+@click.option('--swap-gene', 'swaps', help='Genes networks: set one gene\'s variant, GENE=VARIANT (repeatable)',
+              multiple=True, metavar='GENE=VARIANT')
+@click.option('--condition', 'conditions', help='Genes networks: sample genomes realising FACTOR=VALUE (repeatable)',
+              multiple=True, metavar='FACTOR=VALUE')
+@click.option('--classifier', help='--condition: "oracle" (the dataset\'s factor oracle) or a TorchScript/pickled classifier',
+              default='oracle', metavar='oracle|PATH')
+@click.option('--condition-samples', help='--condition: classified samples for the gene statistics',
+              type=click.IntRange(min=1), default=2000)
+@click.option('--condition-temp', help='--condition: temperature of the variant distributions (<1 sharpens)',
+              type=click.FloatRange(min=0, min_open=True), default=1.0)
 def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, device, precision, traverse, dims, steps,
-         encode_path, edits, compare_vae):
+         encode_path, edits, compare_vae, genome_text, swaps, conditions, classifier, condition_samples, condition_temp):
     """Generate images with a trained network.
 
     \b
@@ -86,6 +99,13 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
     \b
     # ID-GAN: the VAE decoder beside the GAN for the same codes (samples, and traversals with --traverse):
     python generate.py --network=snap.pkl --compare-vae --traverse --seeds=0-7 --outdir=out
+
+    \b
+    # Genes networks: one genome, one swapped gene, the variants of genes 0-3, conditional sampling:
+    python generate.py --network=genes.pkl --genes=3,0,17,5,9,9,1,0,2,4,4,8,30,12,7,6 --outdir=out
+    python generate.py --network=genes.pkl --swap-gene 2=5 --seeds=0-7 --outdir=out
+    python generate.py --network=genes.pkl --traverse --dims=0-3 --seeds=0 --outdir=out
+    python generate.py --network=genes.pkl --condition shape=heart --seeds=0-63 --outdir=out
     """
     from training.latent import sample_for_seed
     from training.snapshot import SnapshotError, load_generator
@@ -111,8 +131,8 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
     elif class_idx is not None:
         print('warning: --class is ignored, the network is unconditional')
 
-    plugin = image = compare = vae_decoder = None
-    if traverse or encode_path or edits or compare_vae:
+    plugin = image = compare = vae_decoder = genome = conditioner = None
+    if traverse or encode_path or edits or compare_vae or genome_text or swaps or conditions:
         plugin = _traversal_plugin()
         try:
             if compare_vae:
@@ -126,18 +146,29 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
                                                 f'sampler); {network_pkl} has none.')
                 image = plugin.load_image_for_encoder(encode_path, _data['E'], device=device)
                 encoder = _data['E'].eval().requires_grad_(False).to(device)
+            genome = plugin.parse_genome(genome_text, sampler) if genome_text else None
+            swaps = plugin.parse_swaps(swaps, sampler)
+            if conditions:
+                from disentangle.gene_conditioning import fit_conditioner
+                conditioner, classifier = fit_conditioner(G, sampler, _data, conditions, classifier, condition_samples,
+                                                          condition_temp, c=c, device=device, noise_mode=noise_mode,
+                                                          truncation_psi=truncation_psi)
         except ValueError as err:
             raise click.ClickException(str(err))
 
     os.makedirs(outdir, exist_ok=True)
     written = 0
     compared = []
+    predicted = []          # --condition: the classifier's reading of every image written
     with Progress(len(seed_list), desc='generating', unit='seed') as progress:
         for seed in seed_list:
             latents = sample_for_seed(sampler, seed, device=device)
             name = f'seed{seed:04d}'
             if plugin is not None:
                 try:
+                    if conditioner is not None:
+                        latents = conditioner.latent_for_seed(sampler, seed, device=device)
+                    latents = plugin.apply_gene_edits(latents, sampler, genome, swaps)
                     if image is not None:
                         latents = plugin.encode_latent(encoder, sampler, image, seed, amp_dtype=amp)
                         name = f'encode-{os.path.splitext(os.path.basename(encode_path))[0]}-{name}'
@@ -148,11 +179,18 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
                         compare.write_vae_traversal(G, vae_decoder, sampler, latents, outdir, f'traverse-{name}-vae',
                                                     dims=dim_list, steps=steps, amp_dtype=amp)
                         written += 1
-                    if traverse:
-                        out = plugin.write_traversal(G, sampler, latents, outdir, f'traverse-{name}', dims=dim_list,
+                    if traverse and plugin.is_genes(sampler):
+                        out = plugin.write_gene_traversal(G, sampler, latents, outdir, f'traverse-genes-{name}',
+                                                          genes=dim_list, c=c, amp_dtype=amp, noise_mode=noise_mode,
+                                                          truncation_psi=truncation_psi)
+                        written += len(out.paths)
+                    if traverse and (not plugin.is_genes(sampler) or hasattr(sampler, 'code_dim')):
+                        out = plugin.write_traversal(G, sampler, latents, outdir, f'traverse-{name}',
+                                                     dims=None if plugin.is_genes(sampler) else dim_list,
                                                      steps=steps, c=c, amp_dtype=amp, noise_mode=noise_mode,
                                                      truncation_psi=truncation_psi)
                         written += len(out.paths)
+                    if traverse:
                         progress.update(1)
                         continue
                 except ValueError as err:
@@ -160,6 +198,8 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
             with torch.no_grad(), torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
                 img = G(latents.z, c, truncation_psi=truncation_psi, noise_mode=noise_mode)
             _save_png(to_uint8(img)[0], os.path.join(outdir, f'{name}.png'))
+            if conditioner is not None:
+                predicted.append(classifier.predict(img.float().clamp(-1, 1)).cpu())
             written += 1
             progress.update(1)
     if compared:
@@ -170,6 +210,14 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
         stem = os.path.splitext(os.path.basename(encode_path))[0]
         _save_png(to_uint8(image)[0], os.path.join(outdir, f'encode-{stem}-input.png'))
         written += 1
+    if conditioner is not None:
+        from disentangle.gene_conditioning import write_report
+        report = write_report(os.path.join(outdir, 'condition.json'), conditioner, torch.cat(predicted).numpy(),
+                              ','.join(conditions), classifier_name=type(classifier).__name__)
+        print(f'condition {report["condition"]}: hit rate {report["conditional_hit_rate"]:.3f} over '
+              f'{report["conditional_images"]} images vs base rate {report["base_rate"]:.3f} of '
+              f'{report["samples_for_statistics"]} unconditional samples (condition.json)')
+        written += 1
     print(f'wrote {written} files to {outdir}')
 
 
@@ -178,8 +226,8 @@ def _traversal_plugin():
     try:
         from disentangle import traverse
     except ImportError:
-        raise click.ClickException('--traverse, --encode and --set need the disentangle/ plug-in, which is not '
-                                   'installed here; generate plain images without them.')
+        raise click.ClickException('--traverse, --encode, --set and the gene options need the disentangle/ plug-in, '
+                                   'which is not installed here; generate plain images without them.')
     return traverse
 
 

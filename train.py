@@ -35,6 +35,17 @@ def _gan_configs():
     return cfgs
 
 
+def _mapping_choices():
+    """--mapping choices: the host's MLP (None: nothing to change), plus those a plug-in registers."""
+    choices = {'mlp': None}
+    try:
+        from disentangle import configs as plugin_configs  # optional plug-in; training works without it
+    except ImportError:
+        plugin_configs = None
+    choices.update(getattr(plugin_configs, 'MAPPINGS', {}))
+    return choices
+
+
 def _configure_stylegan2(c, opts, training_set):
     """StyleGAN2-ADA's `auto` rule: batch, gamma, EMA and width follow the resolution."""
     res = training_set.resolution
@@ -181,6 +192,13 @@ def _train_in_process(rank, c, temp_dir):
               type=click.FloatRange(min=0))
 @click.option('--cr-gap', help='InfoGAN-CR: contrastive gap schedule GAP[,GAP@KIMG...], e.g. 1.9,0@85 [default: 0]',
               metavar='SCHEDULE')
+# Mapping-network choices (StyleGenes: --mapping=genes, registered by the disentangle/ plug-in).
+@click.option('--mapping', help='Mapping network: mlp (StyleGAN2), or a plug-in\'s choice such as genes', metavar='NAME',
+              default='mlp')
+@click.option('--genes', help='--mapping=genes: number of genes N [default: 16]', type=click.IntRange(min=1))
+@click.option('--variants', help='--mapping=genes: variants per gene K [default: 32]', type=click.IntRange(min=1))
+@click.option('--gene-dim', help='--mapping=genes: width of a variant [default: w_dim / genes, no projection]',
+              type=click.IntRange(min=1))
 @click.option('--dry-run', help='Print the training options and exit', is_flag=True)
 def main(**kwargs):
     """Train a GAN with the StyleGAN2-ADA recipe, on CPU or GPU.
@@ -206,6 +224,8 @@ def main(**kwargs):
     # InfoGAN with one 10-way code on the built-in digits; InfoGAN-CR on dSprites (5 codes + 5 noise):
     python train.py --outdir=runs --data=digits --cfg=infogan --cat=10 --cont=2 --cbase=2048 --cmax=32 --batch=16 --kimg=20
     python train.py --outdir=runs --data=dsprites --cfg=infogan-cr --cbase=2048 --cmax=32 --batch=16 --kimg=10
+    # StyleGenes: a gene bank (16 genes x 32 variants) instead of the mapping MLP (also with --cfg=idgan):
+    python train.py --outdir=runs --data=dsprites --mapping=genes --genes=16 --variants=32 --cbase=4096 --cmax=128 --batch=8 --kimg=2
 
     \b
     # Continue a run that was stopped, exactly where it left off:
@@ -265,6 +285,7 @@ def main(**kwargs):
     if stray:
         raise UserError(f'--{stray[0].replace("_", "-")} does not apply to --cfg={opts.cfg}; drop it or pick a --cfg that uses it.')
     widths = cfgs[opts.cfg](c, opts, training_set)
+    _apply_mapping_choice(c, opts, training_set)
     if opts.batch is not None:
         c.batch_size = opts.batch
     if c.batch_size % opts.gpus != 0:
@@ -333,6 +354,8 @@ def main(**kwargs):
 
     # Run directory.
     desc = f'{training_set.name}-{opts.cfg}'
+    if opts.mapping != 'mlp':
+        desc += f'-{opts.mapping}'
     if opts.cond:
         desc += '-cond'
     if opts.mirror:
@@ -374,6 +397,22 @@ def main(**kwargs):
                 torch.multiprocessing.spawn(fn=_subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
     except TrainingDiverged as err:
         raise UserError(str(err))
+
+
+def _apply_mapping_choice(c, opts, training_set):
+    """--mapping: a registered function edits `c` after the --cfg preset; its options need it."""
+    mappings = _mapping_choices()
+    if opts.mapping not in mappings:
+        raise UserError(f'unknown --mapping={opts.mapping}; choose one of: {", ".join(sorted(mappings))}.')
+    own = getattr(mappings[opts.mapping], 'options', ())
+    claimed = {name for fn in mappings.values() for name in getattr(fn, 'options', ())}
+    stray = sorted(name for name in claimed - set(own) if opts.get(name) is not None)
+    if stray:
+        owner = next(key for key, fn in mappings.items() if stray[0] in getattr(fn, 'options', ()))
+        raise UserError(f'--{stray[0].replace("_", "-")} does not apply to --mapping={opts.mapping}; add '
+                        f'--mapping={owner} or drop it.')
+    if mappings[opts.mapping] is not None:
+        mappings[opts.mapping](c, opts, training_set)
 
 
 def _largest_divisor_at_most(n, limit):

@@ -15,6 +15,10 @@ over its U(-1, 1) range; rows shorter than the longest are padded with black til
 
 Editing: `encode_image` maps a real image file to E's posterior mean; `apply_edits` sets chosen
 dimensions; the generator re-renders the code with a seed's nuisance.
+
+Genes networks (`--mapping=genes`, docs/STYLEGENES.md): `parse_genome` / `parse_swaps` /
+`apply_gene_edits` set a whole genome or single genes, and `write_gene_traversal` renders one row
+per chosen gene with all of its variants in the columns (traverse-genes-seed<seed>.png/.gif).
 """
 
 import importlib.util
@@ -246,6 +250,9 @@ def parse_edits(items):
 
 def apply_edits(z, sampler, edits):
     """A copy of z [N, z_dim] with code (or z) dimensions set to the given values."""
+    if edits and is_genes(sampler) and not hasattr(sampler, 'code_dim'):
+        raise TraversalError('--set edits code dimensions, and this genes network has none; use --swap-gene '
+                             'GENE=VARIANT.')
     if edits:
         check_dims(sampler, list(edits))
     z = z.clone()
@@ -263,3 +270,102 @@ def encode_latent(E, sampler, image, seed, amp_dtype=None):
     mu, _logvar = encode_images(E, image, amp_dtype=amp_dtype)
     nuisance = sampler.sample_seed(seed, device=image.device).nuisance
     return sampler.assemble(mu, nuisance)
+
+
+# ----------------------------------------------------------------------------------------------
+# Genes networks (disentangle/stylegenes.py): genomes, gene swaps, traversals over variants.
+
+def is_genes(sampler):
+    return hasattr(sampler, 'num_genes') and hasattr(sampler, 'num_variants')
+
+
+def _require_genes(sampler, flag):
+    if not is_genes(sampler):
+        raise TraversalError(f'{flag} needs a genes network (train.py --mapping=genes); this snapshot has a '
+                             f'{type(sampler).__name__} latent.')
+
+
+def parse_genome(text, sampler):
+    """'3,0,17,...' -> int64 [1, num_genes] (one index per gene, each in range)."""
+    _require_genes(sampler, '--genes')
+    try:
+        values = [int(part) for part in str(text).split(',')]
+    except ValueError:
+        raise TraversalError(f'--genes={text} is not a comma-separated list of variant indices (e.g. 3,0,17).')
+    if len(values) != sampler.num_genes:
+        raise TraversalError(f'--genes lists {len(values)} variants but this network has {sampler.num_genes} genes.')
+    _check_variants(sampler, values, '--genes')
+    return torch.tensor([values], dtype=torch.int64)
+
+
+def parse_swaps(items, sampler):
+    """['2=5', '0=1'] -> {2: 5, 0: 1} (gene -> variant)."""
+    if not items:
+        return {}
+    _require_genes(sampler, '--swap-gene')
+    swaps = {}
+    for item in items:
+        for part in str(item).split(','):
+            gene, sep, variant = part.partition('=')
+            try:
+                if not sep:
+                    raise ValueError
+                swaps[int(gene)] = int(variant)
+            except ValueError:
+                raise TraversalError(f'--swap-gene {part!r} is not GENE=VARIANT (e.g. --swap-gene 3=7).')
+    bad = [g for g in swaps if not 0 <= g < sampler.num_genes]
+    if bad:
+        raise TraversalError(f'--swap-gene: gene {bad[0]} does not exist; this network has genes '
+                             f'0-{sampler.num_genes - 1}.')
+    _check_variants(sampler, list(swaps.values()), '--swap-gene')
+    return swaps
+
+
+def _check_variants(sampler, values, flag):
+    bad = [v for v in values if not 0 <= v < sampler.num_variants]
+    if bad:
+        raise TraversalError(f'{flag}: variant {bad[0]} is out of range; this network has variants '
+                             f'0-{sampler.num_variants - 1} per gene.')
+
+
+def apply_gene_edits(latents, sampler, genome=None, swaps=None):
+    """Sampler output with its genome replaced by `genome` [1, num_genes] and then `swaps` applied."""
+    if genome is None and not swaps:
+        return latents
+    genes = sampler.genome(latents.z) if genome is None else genome.to(latents.z.device).expand(latents.z.shape[0], -1)
+    genes = genes.clone()
+    for gene, variant in (swaps or {}).items():
+        genes[:, gene] = variant
+    return sampler.assemble(latents.get('code'), genes)
+
+
+def write_gene_traversal(G, sampler, latent, outdir, name, genes=None, c=None, amp_dtype=None, noise_mode='const',
+                         truncation_psi=1, mp4=None):
+    """One row per chosen gene, one column per variant (all K), the rest of the genome fixed.
+
+    Writes <name>.png/.gif(/.mp4) like write_traversal; returns EasyDict(paths, images, genes).
+    """
+    genes = list(range(sampler.num_genes)) if genes is None else list(genes)
+    if not genes:
+        raise TraversalError('no genes to traverse; pass --dims, e.g. --dims=0-3.')
+    bad = [g for g in genes if not 0 <= g < sampler.num_genes]
+    if bad:
+        raise TraversalError(f'gene {bad[0]} does not exist: this network has {sampler.num_genes} genes '
+                             f'(0-{sampler.num_genes - 1}).')
+    base = sampler.genome(latent.z)                                 # [1, num_genes]
+    k = sampler.num_variants
+    rows = []
+    for gene in genes:
+        genome = base.repeat(k, 1)
+        genome[:, gene] = torch.arange(k, device=genome.device)
+        rows.append(genome)
+    code = latent.get('code')
+    code = None if code is None else code.expand(len(genes) * k, -1)
+    z = sampler.assemble(code, torch.cat(rows)).z
+    images = render(G, z, c=c, amp_dtype=amp_dtype, noise_mode=noise_mode, truncation_psi=truncation_psi)
+    labels = [f'g{g}\nv0-{k - 1}' for g in genes]
+    os.makedirs(outdir, exist_ok=True)
+    png = os.path.join(outdir, name + '.png')
+    _save_atomic(grid_image(images, len(genes), k, labels), png)
+    paths = [png] + write_animation(animation_frames(images, len(genes), k), os.path.join(outdir, name), mp4=mp4)
+    return dnnlib.EasyDict(paths=paths, images=images, genes=genes)

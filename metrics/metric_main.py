@@ -26,10 +26,11 @@ import torch
 
 import dnnlib
 from dnnlib.progress import Progress, format_time
-from metrics import beta_vae, factor_vae, modularity_explicitness, unsupervised
+from metrics import beta_vae, factor_vae, fidelity, generator_side, modularity_explicitness, unsupervised
 from metrics import dci as dci_metric
 from metrics import mig as mig_metric
 from metrics import sap as sap_metric
+from metrics.generative import generative_model
 from metrics.ground_truth import MetricError, as_ground_truth
 from metrics.representation import representation_from_snapshot
 
@@ -170,8 +171,10 @@ def _defaults(fn, overrides):
 
 def metric_option_names(metric):
     """Options (sample sizes etc.) that `calc_metric(metric, **options)` passes on to the metric."""
-    fn = _COMPUTE_FNS.get(metric)
-    return sorted(_defaults(fn, {})) if fn is not None else []
+    fns = _COMPUTE_FNS.get(metric)
+    fns = list(fns) if isinstance(fns, (list, tuple)) else [fns] if fns is not None else []
+    names = set().union(*[fn if isinstance(fn, dict) else _defaults(fn, {}) for fn in fns])
+    return sorted(names - {'seed', 'progress', 'device', 'dataset'})
 
 
 def _run_disentanglement(opts, metric, compute_fn, num_observations):
@@ -242,3 +245,56 @@ def gaussian_tc(opts):
                 gaussian_wasserstein_corr=r['gaussian_wasserstein_correlation'],
                 gaussian_wasserstein_corr_norm=r['gaussian_wasserstein_correlation_norm'],
                 mutual_info_score=r['mutual_info_score'])
+
+
+# ----------------------------------------------------------------------------
+# Generator-side disentanglement (metrics/generator_side.py): codes -> images -> factor oracle.
+
+
+def _oracle_options(oracle_kwargs=None):
+    """`oracle_kwargs`: training settings of the factor oracle (metrics/oracle.py), part of its cache key."""
+
+
+def _run_generator_side(opts, metric, compute_fn, num_images):
+    model_kwargs = _defaults(generative_model, opts.metric_kwargs)
+    model_kwargs.pop('device', None)
+    model_kwargs.pop('dataset', None)
+    kwargs = _defaults(compute_fn, opts.metric_kwargs)
+    for key in ('seed', 'progress'):
+        kwargs.pop(key, None)
+    return generator_side.run(opts, metric, compute_fn, model_kwargs, kwargs, num_images(kwargs))
+
+
+_COMPUTE_FNS.update(mig_gen=(generator_side.compute_mig_gen, generative_model, _oracle_options),
+                    dci_gen=(generator_side.compute_dci_gen, generative_model, _oracle_options))
+
+
+@register_metric
+def mig_gen(opts):
+    return _run_generator_side(opts, 'mig_gen', generator_side.compute_mig_gen, lambda k: k['num_train'])
+
+
+@register_metric
+def dci_gen(opts):
+    return _run_generator_side(opts, 'dci_gen', generator_side.compute_dci_gen,
+                               lambda k: k['num_train'] + k['num_test'])
+
+
+# ----------------------------------------------------------------------------
+# Fidelity (metrics/fidelity.py): FD, KID, precision/recall with the Inception/VGG16 detectors or the oracle.
+
+
+def _fidelity_metric(metric):
+    def evaluate(opts):
+        options = {key: opts.metric_kwargs.get(key, value) for key, value in fidelity.METRIC_SPECS[metric].options.items()}
+        model_kwargs = {key: value for key, value in _defaults(generative_model, opts.metric_kwargs).items()
+                        if key not in ('device', 'dataset', 'num_z_codes')}
+        return fidelity.run_metric(opts, metric, options, model_kwargs)
+    evaluate.__name__ = metric
+    return evaluate
+
+
+for _metric, _spec in fidelity.METRIC_SPECS.items():
+    register_metric(_fidelity_metric(_metric))
+    _COMPUTE_FNS[_metric] = (_spec.options, {k: v for k, v in _defaults(generative_model, {}).items() if k != 'num_z_codes'}) \
+        + ((_oracle_options,) if _spec.detector == 'oracle' else ())

@@ -296,10 +296,8 @@ def _write_squares_folder(path, count=24):
     return str(path)
 
 
-@pytest.fixture(scope='module')
-def idgan_run(tmp_path_factory):
-    """A few ID-GAN training steps through the real loop; returns (vae pkl, run dir, last snapshot)."""
-    root = tmp_path_factory.mktemp('idgan')
+def idgan_loop_kwargs(root):
+    """(vae pkl, training_loop kwargs) of a tiny ID-GAN run under `root` (also used by the StyleGenes tests)."""
     vae = _write_vae_snapshot(root / 'vae.pkl')
     data = _write_squares_folder(root / 'squares')
     run_dir = str(root / 'run')
@@ -324,8 +322,15 @@ def idgan_run(tmp_path_factory):
         G_reg_interval=2, D_reg_interval=2, batch_size=4, batch_gpu=2, ema_kimg=0.01, ema_rampup=0.05,
         total_kimg=0.012, kimg_per_tick=0.004, image_snapshot_ticks=100, network_snapshot_ticks=3,
         random_seed=0, precision='fp32', device='cpu')
+    return vae, c
+
+
+@pytest.fixture(scope='module')
+def idgan_run(tmp_path_factory):
+    """A few ID-GAN training steps through the real loop; returns (vae pkl, run dir, last snapshot)."""
+    vae, c = idgan_loop_kwargs(tmp_path_factory.mktemp('idgan'))
     last = tl.training_loop(**c)
-    return vae, run_dir, last, c
+    return vae, c.run_dir, last, c
 
 
 def test_training_logs_the_term_and_snapshots_carry_bank_and_encoder(idgan_run):
