@@ -12,6 +12,7 @@ import pickle
 import numpy as np
 
 import dnnlib
+from training.fault import pickle_problem
 
 
 class SnapshotError(Exception):
@@ -48,7 +49,11 @@ def load_network_pkl(path_or_file, what='network snapshot'):
     try:
         if isinstance(path_or_file, (str, bytes)) or hasattr(path_or_file, '__fspath__'):
             with dnnlib.util.open_url(str(path_or_file), verbose=False) as f:
-                data = load_pickle(io.BytesIO(f.read()))
+                raw = f.read()
+            problem = pickle_problem(raw)  # checked without executing anything
+            if problem is not None:
+                raise SnapshotError(f'{path_or_file} is truncated or not a pickle ({problem}); use another snapshot.')
+            data = load_pickle(io.BytesIO(raw))
         else:
             data = load_pickle(path_or_file)
     except FileNotFoundError:

@@ -25,6 +25,7 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from torch_utils.precision import autocast_dtype
+from training import fault
 from training.latent import split_latents
 from training.loss import autocast_context
 
@@ -386,9 +387,10 @@ def training_loop(
         if ada is not None:
             ada.update(augment_pipe, batch_size)
 
-        # Perform maintenance tasks once per tick.
+        # Perform maintenance tasks once per tick, or now when asked to stop (a final snapshot follows).
+        stop_requested = fault.poll_abort(abort_fn, num_gpus, device)
         done = cur_nimg >= total_kimg * 1000
-        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+        if not done and not stop_requested and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
             continue
         # Maintenance (grids, snapshots, metrics) must not shift the training RNG streams, or a
         # resumed run would diverge from an uninterrupted one.
@@ -414,7 +416,7 @@ def training_loop(
             print(' '.join(fields), flush=True)
 
         # Check for abort.
-        if (not done) and (abort_fn is not None) and abort_fn():
+        if (not done) and stop_requested:
             done = True
             if rank == 0:
                 print()
