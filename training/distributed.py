@@ -62,6 +62,46 @@ def agree_on(value, env):
     return box[0]
 
 
+def gather_objects(obj, num_gpus):
+    """[obj of rank 0, obj of rank 1, ...] on every rank (None for a single process)."""
+    if num_gpus <= 1:
+        return None
+    out = [None] * num_gpus
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def average_buffers(modules, num_gpus):
+    """Average the floating-point buffers of `modules` over the ranks (in place, one all-reduce).
+
+    Running statistics updated from each rank's slice of the batch (G's w_avg, a plug-in's
+    normalisation statistics) are linear moving averages, so averaging them after every step gives
+    what one process computes from the whole batch; buffers equal on every rank stay unchanged.
+    """
+    if num_gpus <= 1:
+        return
+    buffers = [b for m in modules if m is not None for b in m.buffers() if b.is_floating_point() and b.numel() > 0]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().flatten().to(torch.float32) for b in buffers])
+    torch.distributed.all_reduce(flat)
+    flat /= num_gpus
+    offset = 0
+    with torch.no_grad():
+        for b in buffers:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+
+def rank_rng_state(resume_state, rank, num_gpus):
+    """The RNG state this rank had at the snapshot: its own when the process count is unchanged,
+    else rank 0's (continuing with a different process count cannot be exact anyway)."""
+    per_rank = resume_state.get('rank_rng')
+    if per_rank is not None and len(per_rank) == num_gpus:
+        return per_rank[rank]
+    return resume_state['rng']
+
+
 # ----------------------------------------------------------------------------------------------
 
 def _subprocess_fn(rank, c, temp_dir, escalate=False):
