@@ -57,8 +57,13 @@ def _make_run_dir(outdir, desc, dry_run):
     ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
     run_id = max(ids, default=-1) + 1
     run_dir = os.path.join(outdir, f'{run_id:05d}-{desc}')
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f'--outdir={outdir} is a file; give a directory for the run directories.')
     if not dry_run:
-        os.makedirs(run_dir, exist_ok=False)
+        try:
+            os.makedirs(run_dir, exist_ok=False)
+        except OSError as err:
+            raise UserError(f'cannot create the run directory {run_dir} ({err.strerror}); choose another --outdir.')
     return run_dir
 
 
@@ -245,6 +250,10 @@ def main(**kwargs):
     stray = sorted(name for name in claimed - set(getattr(cfgs[opts.cfg], 'options', ())) if opts.get(name) is not None)
     if stray:
         raise UserError(f'--{stray[0].replace("_", "-")} does not apply to --cfg={opts.cfg}; drop it or pick a --cfg that uses it.')
+    vae_only = [name for name in ('beta', 'lr') if opts.get(name) is not None] + (['recon'] if opts.recon != 'auto' else [])
+    if vae_only:  # otherwise silently ignored by GAN presets
+        raise UserError(f'--{vae_only[0]} applies to the VAE configs ({", ".join(sorted(vae_cfgs()))}), not to '
+                        f'--cfg={opts.cfg}; drop it.')
     widths = cfgs[opts.cfg](c, opts, training_set)
     if opts.batch is not None:
         c.batch_size = opts.batch

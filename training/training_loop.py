@@ -14,7 +14,6 @@ Conventions of StyleGAN2-ADA (ticks, kimg, EMA with ramp-up, lazy regularisation
 import copy
 import json
 import os
-import pickle
 import time
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch_utils.precision import autocast_dtype
 from training import distributed, fault
 from training.global_batch import GlobalBatchSampling
 from training.latent import split_latents
+from training.snapshot import load_network_pkl
 from training.loss import autocast_context
 
 
@@ -259,8 +259,7 @@ def training_loop(
     if resume_pkl is not None:
         if rank == 0:
             print(f'Resuming from "{resume_pkl}"')
-        with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = pickle.load(f)
+        resume_data = load_network_pkl(resume_pkl)  # a .pt export gives weights without running code
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe),
                              ('latent', latent_sampler)] + list(term_modules.items()):
             if module is not None and resume_data.get(name) is not None:
