@@ -11,8 +11,8 @@ import click
 import torch
 
 import dnnlib
-from training import distributed
 from torch_utils.precision import PRECISIONS, resolve_precision
+from training import distributed
 
 #: Augmentation presets by name (their contents live in training/augment.py).
 AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
@@ -210,12 +210,13 @@ def main(**kwargs):
         precision = resolve_precision(opts.precision, device)
     except ValueError as err:
         raise UserError(str(err))
-    torchrun = distributed.init_torchrun(device)  # started by torchrun: one process of WORLD_SIZE
+    torchrun = distributed.torchrun_env()  # started by torchrun: one process of WORLD_SIZE
     if torchrun is not None:
         if opts.gpus not in (1, torchrun.world_size):
             raise UserError(f'--gpus={opts.gpus} conflicts with torchrun\'s WORLD_SIZE={torchrun.world_size}; '
                             f'drop --gpus when launching with torchrun.')
         opts.gpus = torchrun.world_size
+        distributed.init_torchrun(device)
 
     # Data.
     from training.dataset import DatasetError, dataset_kwargs
@@ -365,6 +366,7 @@ def main(**kwargs):
 
 def _exit_after_signal(signum, run_dir):
     import signal
+
     from training.fault import newest_complete_snapshot
     print(f'Stopped by {signal.Signals(signum).name}; the final snapshot is {newest_complete_snapshot(run_dir)}. '
           f'Continue with --resume={run_dir} (or --resume=auto).', flush=True)

@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 import torch
+from test_idgan import CODE_DIM, _write_squares_folder, _write_vae_snapshot
 
 import dnnlib
 from torch_utils import misc
-from test_idgan import CODE_DIM, _write_squares_folder, _write_vae_snapshot
 from training import distributed
 from training import training_loop as tl
 from training.global_batch import GlobalBatchSampling
@@ -53,7 +53,7 @@ TOLERANCE = dict(rtol=1e-3, atol=1e-4)
 
 def assert_close_modules(a, b, what):
     for (name, x), (_, y) in zip(misc.named_params_and_buffers(a), misc.named_params_and_buffers(b)):
-        torch.testing.assert_close(x, y, **TOLERANCE, msg=lambda m: f'{what}.{name}: {m}')
+        torch.testing.assert_close(x, y, **TOLERANCE, msg=lambda m, name=name: f'{what}.{name}: {m}')
 
 
 def idgan_overrides(vae):

@@ -30,6 +30,7 @@ CASES = [
     (train.main, ['--data=digits', '--outdir={t}/afile'], 'is a file; give a directory'),
     (generate.main, ['--network={t}/list.pkl'], 'is not a network snapshot (it holds a list'),
     (generate.main, ['--network={t}/afile.pt'], 'does not exist'),
+    (generate.main, ['--network={t}/list.pkl', '--device=tpu'], '--device=tpu is not a torch device name'),
     (calc_metrics.main, ['--network={t}/list.pkl', '--metrics=nonsense'], 'unknown metric(s) nonsense'),
     (dataset_tool.main, ['--source={t}/empty', '--dest={t}/out.zip'], ''),
     (export.main, ['--network={t}/list.pkl', '--dest={t}/x.pt'], 'is not a network snapshot (it holds a list'),

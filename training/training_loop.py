@@ -27,8 +27,8 @@ from torch_utils.precision import autocast_dtype
 from training import distributed, fault
 from training.global_batch import GlobalBatchSampling
 from training.latent import split_latents
-from training.snapshot import load_network_pkl
 from training.loss import autocast_context
+from training.snapshot import load_network_pkl
 
 
 class TrainingDiverged(RuntimeError):
