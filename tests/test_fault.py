@@ -15,14 +15,26 @@ import train
 from training import fault
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--data=digits', '--cbase=256', '--cmax=16', '--map=1', '--batch=4', '--workers=0', '--precision=fp32',
+TINY = ['--cbase=256', '--cmax=16', '--map=1', '--batch=4', '--workers=0', '--precision=fp32',
         '--aug=noaug', '--tick=0.004']
 
 
-def start_training(outdir, *extra):
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """A folder of 16 random 32x32 images (a built-in dataset would import scikit-learn in every process)."""
+    import numpy as np
+    import PIL.Image
+    folder = tmp_path_factory.mktemp('images')
+    rng = np.random.RandomState(0)
+    for i in range(16):
+        PIL.Image.fromarray(rng.randint(0, 256, [32, 32], dtype=np.uint8), 'L').save(folder / f'{i:02d}.png')
+    return f'--data={folder}'
+
+
+def start_training(outdir, data, *extra):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
-    return subprocess.Popen([sys.executable, 'train.py', f'--outdir={outdir}', *TINY, *extra], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, 'train.py', f'--outdir={outdir}', data, *TINY, *extra], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for_line(process, needle, timeout=120):
@@ -45,8 +57,8 @@ def load(path):
         return pickle.load(f)
 
 
-def test_sigkill_mid_run_leaves_complete_snapshots_and_resume_auto_continues(tmp_path):
-    process = start_training(tmp_path, '--kimg=1', '--snap=1')
+def test_sigkill_mid_run_leaves_complete_snapshots_and_resume_auto_continues(tmp_path, data):
+    process = start_training(tmp_path, data, '--kimg=1', '--snap=1')
     wait_for_line(process, 'tick 2')  # snapshots were written at ticks 0..1; the run is mid-step now
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -60,7 +72,7 @@ def test_sigkill_mid_run_leaves_complete_snapshots_and_resume_auto_continues(tmp
     killed_at = load(snapshot)['resume_state']['cur_nimg']
     assert killed_at >= 8
 
-    code = subprocess.run([sys.executable, 'train.py', f'--outdir={tmp_path}', *TINY, '--kimg=0.028', '--snap=1',
+    code = subprocess.run([sys.executable, 'train.py', f'--outdir={tmp_path}', data, *TINY, '--kimg=0.028', '--snap=1',
                            '--resume=auto'], cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert code.returncode == 0, code.stdout + code.stderr
@@ -71,8 +83,8 @@ def test_sigkill_mid_run_leaves_complete_snapshots_and_resume_auto_continues(tmp
     assert f'Resuming from "{snapshot}"' in open(run_dir / 'log.txt').read()
 
 
-def test_sigterm_writes_a_final_snapshot_and_exits_143(tmp_path):
-    process = start_training(tmp_path, '--kimg=1', '--snap=1000')  # only tick 0 would snapshot on its own
+def test_sigterm_writes_a_final_snapshot_and_exits_143(tmp_path, data):
+    process = start_training(tmp_path, data, '--kimg=1', '--snap=1000')  # only tick 0 would snapshot on its own
     wait_for_line(process, 'tick 2')
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=120)
@@ -116,6 +128,7 @@ def test_truncated_pickle_named_explicitly_is_rejected_in_one_sentence(tmp_path)
     assert f'{broken} is truncated or not a pickle' in result.output
     assert 'Traceback' not in result.output
     with pytest.warns(fault.IncompleteSnapshotWarning, match='network-snapshot-000004.pkl'):
-        result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', *TINY, f'--resume={tmp_path}', '--dry-run'])
+        result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', '--data=digits', *TINY, f'--resume={tmp_path}',
+                                                 '--dry-run'])
     assert result.exit_code != 0
     assert 'without a complete network-snapshot' in result.output

@@ -114,7 +114,8 @@ def train_in_process(rank, c, temp_dir, escalate=False):
     """Run the training loop as `rank`; returns the StopRequest (its signum is set if a signal stopped it)."""
     device = torch.device(c.device)
     env = torchrun_env()
-    if c.num_gpus > 1 and not torch.distributed.is_initialized():
+    owns_group = c.num_gpus > 1 and not torch.distributed.is_initialized()
+    if owns_group:
         init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
         torch.distributed.init_process_group(backend=backend_for(device), init_method=f'file://{init_file}',
                                              rank=rank, world_size=c.num_gpus)
@@ -134,6 +135,8 @@ def train_in_process(rank, c, temp_dir, escalate=False):
         training_loop.training_loop(**kwargs)
     finally:
         stop.restore()
+    if owns_group:  # an undestroyed gloo group can abort the process at interpreter exit
+        torch.distributed.destroy_process_group()
     return stop
 
 
