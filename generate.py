@@ -114,7 +114,12 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
         seed_list = parse_range(seeds)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--seeds')
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    try:
+        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    except RuntimeError:
+        raise click.ClickException(f'--device={device} is not a torch device name (try cpu or cuda).')
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise click.ClickException(f'--outdir={outdir} is a file; give a directory for the images.')
     amp = autocast_dtype(resolve_precision(precision, device))
     try:
         G, sampler, _data = load_generator(network_pkl, device=device)

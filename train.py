@@ -6,14 +6,13 @@ Run directories, option names and outputs follow StyleGAN2-ADA.
 import json
 import os
 import re
-import tempfile
 
 import click
 import torch
 
 import dnnlib
-from torch_utils import training_stats
 from torch_utils.precision import PRECISIONS, resolve_precision
+from training import distributed
 
 #: Augmentation presets by name (their contents live in training/augment.py).
 AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
@@ -69,35 +68,61 @@ def _make_run_dir(outdir, desc, dry_run):
     ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
     run_id = max(ids, default=-1) + 1
     run_dir = os.path.join(outdir, f'{run_id:05d}-{desc}')
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise UserError(f'--outdir={outdir} is a file; give a directory for the run directories.')
     if not dry_run:
-        os.makedirs(run_dir, exist_ok=False)
+        try:
+            os.makedirs(run_dir, exist_ok=False)
+        except OSError as err:
+            raise UserError(f'cannot create the run directory {run_dir} ({err.strerror}); choose another --outdir.')
     return run_dir
 
 
 def _resolve_resume(resume):
-    """A snapshot path, or a run directory (its newest snapshot; training continues in it)."""
-    if resume is None:
+    """A snapshot path, or a run directory (its newest complete snapshot; training continues in it).
+
+    `auto` is resolved later, once the run description is known (see _resolve_auto_resume).
+    """
+    if resume is None or resume == 'auto':
         return None, None
     if os.path.isdir(resume):
-        from training.training_loop import list_snapshots
-        snaps = list_snapshots(resume)
-        if not snaps:
-            raise UserError(f'--resume={resume} is a directory without network-snapshot-*.pkl files.')
-        return snaps[-1], resume
+        from training.fault import newest_complete_snapshot
+        snap = newest_complete_snapshot(resume)
+        if snap is None:
+            raise UserError(f'--resume={resume} is a directory without a complete network-snapshot-*.pkl file.')
+        return snap, resume
     if not (os.path.isfile(resume) or dnnlib.util.is_url(resume)):
-        raise UserError(f'--resume={resume} does not exist; give a network-snapshot-*.pkl or a run directory.')
+        raise UserError(f'--resume={resume} does not exist; give a network-snapshot-*.pkl, a run directory or auto.')
     return resume, None
 
 
+def _resolve_auto_resume(outdir, desc, c, training_set):
+    """--resume=auto: the newest run of the same description in --outdir, or (None, None) for a new run."""
+    from training.fault import find_run_to_continue
+    resume_pkl, resume_dir = find_run_to_continue(outdir, desc)
+    if resume_pkl is None:
+        print(f'--resume=auto: no run "NNNNN-{desc}" with a complete snapshot in {outdir}; starting a new run.')
+        return None
+    print(f'--resume=auto: continuing {resume_dir} from {os.path.basename(resume_pkl)}.')
+    _apply_resume(c, resume_pkl, training_set)
+    return resume_dir
+
+
+def _apply_resume(c, resume_pkl, training_set):
+    exact = _check_resume_fits(resume_pkl, training_set)
+    c.resume_pkl = resume_pkl
+    if not exact:
+        c.ema_rampup = None  # as StyleGAN2-ADA when starting from foreign weights: no EMA ramp-up
+
+
 def _check_resume_fits(resume_pkl, training_set):
-    import pickle
+    from training.snapshot import SnapshotError, load_network_pkl
     try:
-        with dnnlib.util.open_url(resume_pkl) as f:
-            data = pickle.load(f)
-    except Exception as err:
-        raise UserError(f'--resume={resume_pkl} cannot be read as a network pickle ({type(err).__name__}: {err}).')
-    G = data.get('G_ema') if isinstance(data, dict) else None
-    exact = isinstance(data, dict) and data.get('resume_state') is not None
+        data = load_network_pkl(resume_pkl)
+    except SnapshotError as err:
+        raise UserError(f'--resume: {err}')
+    G = data.get('G_ema')
+    exact = data.get('resume_state') is not None
     if G is None:
         raise UserError(f'--resume={resume_pkl} is not a network snapshot (no G_ema inside).')
     if (G.img_resolution, G.img_channels) != (training_set.resolution, training_set.num_channels):
@@ -105,32 +130,6 @@ def _check_resume_fits(resume_pkl, training_set):
                         f'{G.img_channels} channel(s) but the data is {training_set.resolution}x'
                         f'{training_set.resolution} with {training_set.num_channels}; resume from a matching snapshot.')
     return exact
-
-
-def _subprocess_fn(rank, c, temp_dir):
-    log_file = os.path.join(c.run_dir, 'log.txt') if rank == 0 else None
-    with dnnlib.util.Logger(file_name=log_file, file_mode='a', should_flush=True):
-        _train_in_process(rank, c, temp_dir)
-
-
-def _train_in_process(rank, c, temp_dir):
-    device = torch.device(c.device)
-    if c.num_gpus > 1:
-        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
-        backend = 'nccl' if device.type == 'cuda' else 'gloo'
-        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}',
-                                             rank=rank, world_size=c.num_gpus)
-        if device.type == 'cpu':
-            torch.set_num_threads(max(os.cpu_count() // c.num_gpus, 1))
-    if device.type == 'cuda':
-        device = torch.device('cuda', rank)
-        torch.cuda.set_device(device)
-    if c.num_gpus > 1:  # a single process needs no set-up (and may already hold statistics)
-        training_stats.init_multiprocessing(rank=rank, sync_device=device)
-    from training import training_loop
-    kwargs = dict(c)
-    kwargs.update(rank=rank, device=device)
-    training_loop.training_loop(**kwargs)
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -153,7 +152,8 @@ def _train_in_process(rank, c, temp_dir):
 @click.option('--augpipe', help='Augmentation pipeline', type=click.Choice(AUGPIPES), default='bgc')
 @click.option('--mirror', help='Enable dataset x-flips', type=bool, default=False, metavar='BOOL')
 @click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, default=False, metavar='BOOL')
-@click.option('--resume', help='Resume from a network snapshot, or continue a run directory in place', metavar='PKL|DIR')
+@click.option('--resume', help='Resume from a network snapshot, continue a run directory in place, or auto '
+              '(the newest run of these options in --outdir, else a new run)', metavar='PKL|DIR|auto')
 @click.option('--precision', help='Arithmetic precision (auto = bf16 on CPUs with AMX/AVX-512 BF16)',
               type=click.Choice(PRECISIONS), default='auto')
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
@@ -250,6 +250,13 @@ def main(**kwargs):
         precision = resolve_precision(opts.precision, device)
     except ValueError as err:
         raise UserError(str(err))
+    torchrun = distributed.torchrun_env()  # started by torchrun: one process of WORLD_SIZE
+    if torchrun is not None:
+        if opts.gpus not in (1, torchrun.world_size):
+            raise UserError(f'--gpus={opts.gpus} conflicts with torchrun\'s WORLD_SIZE={torchrun.world_size}; '
+                            f'drop --gpus when launching with torchrun.')
+        opts.gpus = torchrun.world_size
+        distributed.init_torchrun(device)
 
     # Data.
     from training.dataset import DatasetError, dataset_kwargs
@@ -284,6 +291,10 @@ def main(**kwargs):
     stray = sorted(name for name in claimed - set(getattr(cfgs[opts.cfg], 'options', ())) if opts.get(name) is not None)
     if stray:
         raise UserError(f'--{stray[0].replace("_", "-")} does not apply to --cfg={opts.cfg}; drop it or pick a --cfg that uses it.')
+    vae_only = [name for name in ('beta', 'lr') if opts.get(name) is not None] + (['recon'] if opts.recon != 'auto' else [])
+    if vae_only:  # otherwise silently ignored by GAN presets
+        raise UserError(f'--{vae_only[0]} applies to the VAE configs ({", ".join(sorted(vae_cfgs()))}), not to '
+                        f'--cfg={opts.cfg}; drop it.')
     widths = cfgs[opts.cfg](c, opts, training_set)
     _apply_mapping_choice(c, opts, training_set)
     if opts.batch is not None:
@@ -347,10 +358,7 @@ def main(**kwargs):
     # Resume.
     resume_pkl, resume_dir = _resolve_resume(opts.resume)
     if resume_pkl is not None:
-        exact = _check_resume_fits(resume_pkl, training_set)
-        c.resume_pkl = resume_pkl
-        if not exact:
-            c.ema_rampup = None  # as StyleGAN2-ADA when starting from foreign weights: no EMA ramp-up
+        _apply_resume(c, resume_pkl, training_set)
 
     # Run directory.
     desc = f'{training_set.name}-{opts.cfg}'
@@ -361,10 +369,13 @@ def main(**kwargs):
     if opts.mirror:
         desc += '-mirror'
     desc += f'-batch{c.batch_size}'
+    if opts.resume == 'auto':
+        resume_dir = _resolve_auto_resume(opts.outdir, desc, c, training_set)
     if resume_dir is not None:
         c.run_dir = resume_dir
     else:
-        c.run_dir = _make_run_dir(opts.outdir, desc, opts.dry_run)
+        c.run_dir = distributed.agree_on(None if torchrun and torchrun.rank != 0 else
+                                         _make_run_dir(opts.outdir, desc, opts.dry_run), torchrun)
 
     print()
     print('Training options:')
@@ -381,7 +392,7 @@ def main(**kwargs):
         return
 
     options_path = os.path.join(c.run_dir, 'training_options.json')
-    if not os.path.exists(options_path):
+    if not os.path.exists(options_path) and (torchrun is None or torchrun.rank == 0):
         with open(options_path + '.tmp', 'w') as f:
             json.dump(c, f, indent=2, default=str)
         os.replace(options_path + '.tmp', options_path)
@@ -389,14 +400,20 @@ def main(**kwargs):
     print('Launching processes...')
     from training.training_loop import TrainingDiverged
     try:
-        with tempfile.TemporaryDirectory() as temp_dir:
-            if c.num_gpus == 1:
-                _subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
-            else:
-                torch.multiprocessing.set_start_method('spawn', force=True)
-                torch.multiprocessing.spawn(fn=_subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+        stopped_by = distributed.launch_training(c)
     except TrainingDiverged as err:
         raise UserError(str(err))
+    if stopped_by is not None:
+        _exit_after_signal(stopped_by, c.run_dir)
+
+
+def _exit_after_signal(signum, run_dir):
+    import signal
+
+    from training.fault import newest_complete_snapshot
+    print(f'Stopped by {signal.Signals(signum).name}; the final snapshot is {newest_complete_snapshot(run_dir)}. '
+          f'Continue with --resume={run_dir} (or --resume=auto).', flush=True)
+    raise SystemExit(128 + signum)
 
 
 def _apply_mapping_choice(c, opts, training_set):

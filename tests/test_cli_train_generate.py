@@ -128,7 +128,7 @@ def test_resume_from_a_truncated_snapshot_is_refused(tiny_run, tmp_path):
     broken = tmp_path / 'broken.pkl'
     broken.write_bytes(open(pkl, 'rb').read()[:1000])
     code, output = run_cli(train.main, [f'--outdir={tmp_path}', '--data=digits', f'--resume={broken}', '--dry-run'])
-    assert code != 0 and 'cannot be read' in output
+    assert code != 0 and 'is truncated or not a pickle' in output and 'broken.pkl' in output
 
 
 def test_generate_reports_missing_truncated_and_foreign_pickles(tmp_path, tiny_run):

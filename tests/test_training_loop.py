@@ -75,8 +75,10 @@ def test_resume_continues_the_same_curve_exactly(tmp_path):
     assert a['resume_state']['batch_idx'] == b['resume_state']['batch_idx'] == 6
     for name in ('G', 'D', 'G_ema', 'augment_pipe'):
         assert_same_modules(a[name], b[name])
-    # Augmentation probability moved (ADA is on) and matches exactly.
-    assert float(a['augment_pipe'].p) > 0
+    # Augmentation probability moved during the run (ADA is on) and matches exactly at the end.
+    import json
+    with open(tmp_path / 'straight' / 'stats.jsonl') as f:
+        assert max(json.loads(line)['Progress/augment']['mean'] for line in f) > 0
     assert float(a['augment_pipe'].p) == float(b['augment_pipe'].p)
     assert a['resume_state']['ada'] == b['resume_state']['ada']
     # Adam moments match exactly.

@@ -2,6 +2,7 @@
 
 Official pickles were often written under numpy 1.x, whose internal modules were renamed in numpy
 2 (`numpy.core` -> `numpy._core`); the unpickler maps the names of whichever numpy is installed.
+Exports (`.pt`, torch_utils/safe_export.py) take the weights-only path: nothing in them is executed.
 Snapshots without plug-in keys get the plain Gaussian latent sampler, so every GAN pickle can be
 used for generation and evaluation the same way.
 """
@@ -12,6 +13,8 @@ import pickle
 import numpy as np
 
 import dnnlib
+from torch_utils import safe_export
+from training.fault import pickle_problem
 
 
 class SnapshotError(Exception):
@@ -48,7 +51,13 @@ def load_network_pkl(path_or_file, what='network snapshot'):
     try:
         if isinstance(path_or_file, (str, bytes)) or hasattr(path_or_file, '__fspath__'):
             with dnnlib.util.open_url(str(path_or_file), verbose=False) as f:
-                data = load_pickle(io.BytesIO(f.read()))
+                raw = f.read()
+            if safe_export.is_export(path_or_file, raw):  # weights only: nothing in the file is executed
+                return _load_export(raw, path_or_file, what)
+            problem = pickle_problem(raw)  # checked without executing anything
+            if problem is not None:
+                raise SnapshotError(f'{path_or_file} is truncated or not a pickle ({problem}); use another snapshot.')
+            data = load_pickle(io.BytesIO(raw))
         else:
             data = load_pickle(path_or_file)
     except FileNotFoundError:
@@ -59,6 +68,16 @@ def load_network_pkl(path_or_file, what='network snapshot'):
         raise SnapshotError(f'{path_or_file} needs code that is not available here ({err}).')
     if not isinstance(data, dict):
         raise SnapshotError(f'{path_or_file} is not a {what} (it holds a {type(data).__name__}, not a dict).')
+    return data
+
+
+def _load_export(raw, name, what):
+    try:
+        data = safe_export.load_export(io.BytesIO(raw), name=str(name))
+    except safe_export.ExportError as err:
+        raise SnapshotError(str(err))
+    if not data:
+        raise SnapshotError(f'{name} is an empty export, not a {what}.')
     return data
 
 

@@ -14,7 +14,6 @@ Conventions of StyleGAN2-ADA (ticks, kimg, EMA with ramp-up, lazy regularisation
 import copy
 import json
 import os
-import pickle
 import time
 
 import numpy as np
@@ -25,8 +24,11 @@ import torch
 import dnnlib
 from torch_utils import misc, training_stats
 from torch_utils.precision import autocast_dtype
+from training import distributed, fault
+from training.global_batch import GlobalBatchSampling
 from training.latent import split_latents
 from training.loss import autocast_context
+from training.snapshot import load_network_pkl
 
 
 class TrainingDiverged(RuntimeError):
@@ -167,8 +169,10 @@ def training_loop(
 ):
     start_time = time.time()
     device = torch.device(device)
-    np.random.seed(random_seed * num_gpus + rank)
-    torch.manual_seed(random_seed * num_gpus + rank)
+    # The same seed on every rank while the networks are built (N processes start from the weights
+    # of one); per-rank streams for noise and augmentation are seeded after the broadcast below.
+    np.random.seed(random_seed)
+    torch.manual_seed(random_seed)
     torch.backends.cudnn.benchmark = True
     amp_dtype = autocast_dtype(precision)  # fp16 lives inside the networks (num_fp16_res), bf16 is autocast
 
@@ -241,11 +245,12 @@ def training_loop(
             phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
     optimizers = {'G': phases[0].opt, 'D': phases[-1].opt}
 
-    # Summaries before resuming: a forward pass in training mode updates G's w_avg.
+    # Summaries on a copy of G: their forward pass in training mode would move w_avg, and the start
+    # would then depend on batch_gpu (N processes must start where one does).
     if rank == 0:
         z = latent_sampler.sample(batch_gpu, device=device).z
         c = torch.zeros([batch_gpu, G.c_dim], device=device)
-        img = misc.print_module_summary(G, [z, c])
+        img = misc.print_module_summary(copy.deepcopy(G), [z, c])
         misc.print_module_summary(D, [img, c])
 
     # Resume: weights always; the rest of the state when the snapshot has it.
@@ -254,8 +259,7 @@ def training_loop(
     if resume_pkl is not None:
         if rank == 0:
             print(f'Resuming from "{resume_pkl}"')
-        with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = pickle.load(f)
+        resume_data = load_network_pkl(resume_pkl)  # a .pt export gives weights without running code
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe),
                              ('latent', latent_sampler)] + list(term_modules.items()):
             if module is not None and resume_data.get(name) is not None:
@@ -278,7 +282,14 @@ def training_loop(
             if module is not None:
                 for tensor in misc.params_and_buffers(module):
                     torch.distributed.broadcast(tensor, src=0)
+        np.random.seed(random_seed * num_gpus + rank)
+        torch.manual_seed(random_seed * num_gpus + rank)
 
+
+    # Latents and generator labels: every rank draws the global batch from one shared stream and
+    # keeps its slice, so N processes train on exactly the batches of one (docs/DISTRIBUTED.md).
+    sampling = GlobalBatchSampling(batch_size, num_gpus, rank, random_seed, device,
+                                   state=resume_state.get('sampling') if resume_state is not None else None)
 
     # Data loader, continuing the index stream where a resumed run left it.
     sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
@@ -321,7 +332,7 @@ def training_loop(
 
     # Restore the RNG states last: everything above may have consumed random numbers.
     if resume_state is not None and resume_state.get('rng') is not None:
-        misc.set_rng_state(resume_state['rng'])
+        misc.set_rng_state(distributed.rank_rng_state(resume_state, rank, num_gpus))
 
     if rank == 0:
         print(f'Training for {total_kimg} kimg...')
@@ -340,10 +351,8 @@ def training_loop(
             phase_real_img, phase_real_c = next(training_set_iterator)
             phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
             phase_real_c = phase_real_c.to(device).split(batch_gpu)
-            all_latents = [split_latents(latent_sampler.sample(batch_size // num_gpus, device=device), batch_gpu)
-                           for _ in phases]
-            all_gen_c = [training_set.get_label(np.random.randint(len(training_set)))
-                         for _ in range(len(phases) * (batch_size // num_gpus))]
+            all_latents, all_gen_c = sampling.draw(latent_sampler, training_set, len(phases))
+            all_latents = [split_latents(phase_latents, batch_gpu) for phase_latents in all_latents]
             all_gen_c = torch.from_numpy(np.stack(all_gen_c)).pin_memory() if device.type == 'cuda' \
                 else torch.from_numpy(np.stack(all_gen_c))
             all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.to(device).split(batch_size // num_gpus)]
@@ -374,6 +383,9 @@ def training_loop(
                     torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
                 phase.opt.step()
 
+        # Running statistics (w_avg, ...) of each rank's slice become those of the global batch.
+        distributed.average_buffers([G, D] + list(term_modules.values()), num_gpus)
+
         # Update G_ema.
         with torch.autograd.profiler.record_function('Gema'):
             update_ema(G_ema, G, ema_beta(batch_size, ema_kimg, ema_rampup, cur_nimg))
@@ -386,9 +398,10 @@ def training_loop(
         if ada is not None:
             ada.update(augment_pipe, batch_size)
 
-        # Perform maintenance tasks once per tick.
+        # Perform maintenance tasks once per tick, or now when asked to stop (a final snapshot follows).
+        stop_requested = fault.poll_abort(abort_fn, num_gpus, device)
         done = cur_nimg >= total_kimg * 1000
-        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+        if not done and not stop_requested and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
             continue
         # Maintenance (grids, snapshots, metrics) must not shift the training RNG streams, or a
         # resumed run would diverge from an uninterrupted one.
@@ -414,7 +427,7 @@ def training_loop(
             print(' '.join(fields), flush=True)
 
         # Check for abort.
-        if (not done) and (abort_fn is not None) and abort_fn():
+        if (not done) and stop_requested:
             done = True
             if rank == 0:
                 print()
@@ -448,7 +461,8 @@ def training_loop(
                 optimizers={key: copy.deepcopy(opt.state_dict()) for key, opt in optimizers.items()},
                 cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx,
                 loss=loss.state_dict(), ada=ada.state_dict() if ada is not None else None,
-                rng=training_rng, num_gpus=num_gpus, batch_size=batch_size)
+                rng=training_rng, rank_rng=distributed.gather_objects(training_rng, num_gpus),
+                sampling=sampling.state_dict(), num_gpus=num_gpus, batch_size=batch_size)
             snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
             if rank == 0:
                 misc.atomic_pickle_dump(snapshot_data, snapshot_pkl)

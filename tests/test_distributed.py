@@ -1,0 +1,117 @@
+"""Data-parallel training: 2 gloo processes on CPU train exactly what 1 process trains on the same global batch."""
+
+import os
+import pickle
+
+import pytest
+import torch
+from test_idgan import CODE_DIM, _write_squares_folder, _write_vae_snapshot
+
+import dnnlib
+from torch_utils import misc
+from training import distributed
+from training import training_loop as tl
+from training.global_batch import GlobalBatchSampling
+from training.latent import GaussianLatent
+
+
+def ddp_config(run_dir, num_gpus, data=None, **overrides):
+    """Batch 8 over all ranks, one accumulation round per rank; no per-sample randomness drawn inside the
+    networks or the loss (noise inputs, style mixing, path-length noise), which each rank draws on its own."""
+    c = dnnlib.EasyDict(
+        run_dir=str(run_dir), num_gpus=num_gpus,
+        training_set_kwargs=dnnlib.EasyDict(class_name='training.dataset.BuiltinDataset', path='digits',
+                                            max_size=64, use_labels=False, xflip=False, random_seed=0)
+        if data is None else dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data),
+        data_loader_kwargs=dnnlib.EasyDict(num_workers=0),
+        G_kwargs=dnnlib.EasyDict(class_name='networks.stylegan2.Generator', z_dim=16, w_dim=16,
+                                 mapping_kwargs=dnnlib.EasyDict(num_layers=1),
+                                 synthesis_kwargs=dnnlib.EasyDict(channel_base=128, channel_max=8, use_noise=False)),
+        D_kwargs=dnnlib.EasyDict(class_name='networks.stylegan2.Discriminator', channel_base=128, channel_max=8,
+                                 epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=4)),
+        G_opt_kwargs=dnnlib.EasyDict(class_name='torch.optim.Adam', lr=0.0025, betas=[0.0, 0.99], eps=1e-8),
+        D_opt_kwargs=dnnlib.EasyDict(class_name='torch.optim.Adam', lr=0.0025, betas=[0.0, 0.99], eps=1e-8),
+        loss_kwargs=dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=1.0, style_mixing_prob=0,
+                                    pl_weight=0),
+        G_reg_interval=2, D_reg_interval=2, batch_size=8, batch_gpu=8 // num_gpus, ema_kimg=0.01, ema_rampup=0.05,
+        total_kimg=0.024, kimg_per_tick=0.008, image_snapshot_ticks=100, network_snapshot_ticks=100,
+        random_seed=5, precision='fp32', device='cpu')
+    c.update(overrides)
+    os.makedirs(run_dir, exist_ok=True)
+    return c
+
+
+def final_snapshot(run_dir):
+    with open(tl.list_snapshots(str(run_dir))[-1], 'rb') as f:
+        return pickle.load(f)
+
+
+# Adam divides by the root of tiny second moments early on, which magnifies float rounding (a sum
+# of two half-batch means is not bit-equal to one whole-batch mean) to ~1e-5 after a few steps.
+TOLERANCE = dict(rtol=1e-3, atol=1e-4)
+
+
+def assert_close_modules(a, b, what):
+    for (name, x), (_, y) in zip(misc.named_params_and_buffers(a), misc.named_params_and_buffers(b)):
+        torch.testing.assert_close(x, y, **TOLERANCE, msg=lambda m, name=name: f'{what}.{name}: {m}')
+
+
+def idgan_overrides(vae):
+    return dict(
+        G_kwargs=dnnlib.EasyDict(class_name='networks.stylegan2.Generator', z_dim=0, w_dim=16,
+                                 mapping_kwargs=dnnlib.EasyDict(class_name='disentangle.latents.CodeMappingNetwork',
+                                                                code_dim=CODE_DIM, num_layers=1),
+                                 synthesis_kwargs=dnnlib.EasyDict(channel_base=128, channel_max=8, use_noise=False)),
+        latent_kwargs=dnnlib.EasyDict(class_name='disentangle.latents.PosteriorBankLatent', vae_pkl=vae,
+                                      code_dim=CODE_DIM, nuisance_dim=2, bank_size=16, verbose=False),
+        extra_terms_kwargs=[dnnlib.EasyDict(class_name='disentangle.idgan.DistillationTerm', vae_pkl=vae,
+                                            distill_weight=0.5, distill_warmup=0)])
+
+
+@pytest.fixture(scope='module')
+def squares(tmp_path_factory):
+    """A small image folder (a built-in dataset would import scikit-learn in every process)."""
+    root = tmp_path_factory.mktemp('ddp')
+    return _write_squares_folder(root / 'squares'), _write_vae_snapshot(root / 'vae.pkl')
+
+
+@pytest.mark.parametrize('cfg', ['stylegan2', 'idgan'])
+def test_two_gloo_processes_train_the_same_parameters_as_one(cfg, squares, tmp_path):
+    data, vae = squares
+    overrides = idgan_overrides(vae) if cfg == 'idgan' else {}
+    for num_gpus in (1, 2):
+        c = ddp_config(tmp_path / f'gpus{num_gpus}', num_gpus, data=data, **overrides)
+        assert distributed.launch_training(c) is None
+    one, two = final_snapshot(tmp_path / 'gpus1'), final_snapshot(tmp_path / 'gpus2')
+    assert one['resume_state']['cur_nimg'] == two['resume_state']['cur_nimg'] == 24
+    assert two['resume_state']['num_gpus'] == 2 and len(two['resume_state']['rank_rng']) == 2
+    modules = ['G', 'D', 'G_ema'] + (['latent', 'E'] if cfg == 'idgan' else [])
+    for name in modules:
+        assert_close_modules(one[name], two[name], name)
+    with open(tmp_path / 'gpus2' / 'log.txt') as f:
+        log = f.read()
+    assert log.count('tick 0 ') == 1  # one set of tick lines, from rank 0
+    if cfg == 'idgan':
+        assert one['latent'].bank_mu.shape == two['latent'].bank_mu.shape == (16, CODE_DIM)
+        assert torch.count_nonzero(one['latent'].bank_mu) > 0
+    else:
+        # Training moved D far more than the tolerance (its start is rebuilt from the seed), so the
+        # comparison is not vacuous.
+        torch.manual_seed(c.random_seed)
+        common = dict(c_dim=0, img_resolution=one['G'].img_resolution, img_channels=one['G'].img_channels)
+        dnnlib.util.construct_class_by_name(**c.G_kwargs, **common)
+        D_start = dnnlib.util.construct_class_by_name(**c.D_kwargs, **common)
+        moved = max(float((p - q).abs().max()) for p, q in zip(D_start.parameters(), one['D'].parameters()))
+        assert moved > 20 * TOLERANCE['atol']
+
+
+def test_each_rank_keeps_its_stride_of_the_global_batch():
+    sampler = GaussianLatent(z_dim=3)
+    dataset = dnnlib.util.construct_class_by_name(class_name='training.dataset.BuiltinDataset', path='digits',
+                                                  max_size=16, use_labels=False, xflip=False, random_seed=0)
+    whole, _ = GlobalBatchSampling(6, 1, 0, seed=2, device='cpu').draw(sampler, dataset, num_phases=2)
+    for rank in range(3):
+        part, labels = GlobalBatchSampling(6, 3, rank, seed=2, device='cpu').draw(sampler, dataset, num_phases=2)
+        assert len(labels) == 2 * 2
+        for phase in range(2):
+            assert torch.equal(part[phase].z, whole[phase].z[rank::3])

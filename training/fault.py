@@ -1,0 +1,156 @@
+"""Fault tolerance: finding a complete snapshot to continue from, and stopping cleanly on a signal.
+
+- A snapshot is *complete* when its bytes form a whole pickle stream (every opcode well formed,
+  ending in STOP). The check walks the opcodes with `pickletools` and executes nothing, so it is
+  safe on any file and cheap next to loading: a file cut short by a crash, a full disk or a copy
+  that stopped half-way fails it. Snapshots are written atomically (temp file + rename), so a
+  truncated `network-snapshot-*.pkl` only appears when something outside the training code cut it.
+- `--resume=auto` continues the newest run directory of `--outdir` whose name carries the same
+  description (`NNNNN-<data>-<cfg>-...-batch<N>`) and holds a complete snapshot; without one it
+  starts a new run, so a job script can always pass `--resume=auto`.
+- `StopRequest` turns SIGTERM/SIGINT into a flag that the training loop polls between steps; the
+  loop then writes a final snapshot and returns. Under torch.distributed the ranks agree on the
+  flag every step, so they stop at the same step.
+"""
+
+import os
+import pickletools
+import re
+import signal
+import sys
+import warnings
+
+import torch
+
+SNAPSHOT_PREFIX = 'network-snapshot-'
+
+
+class IncompleteSnapshotWarning(UserWarning):
+    """A snapshot in a run directory is truncated or corrupt and was skipped."""
+
+
+def pickle_problem(data):
+    """None if `data` (bytes) is one whole pickle stream, else a short description of what is wrong."""
+    if len(data) == 0:
+        return 'the file is empty'
+    try:
+        last = None
+        for opcode, _arg, pos in pickletools.genops(data):
+            last = opcode, pos
+    except (ValueError, EOFError) as err:  # genops' way of saying "cut short" or "not a pickle"
+        text = str(err)
+        if any(word in text for word in ('not enough data', 'but only', 'exhausted', 'no newline')):
+            return f'its {len(data)} bytes end before the pickle does'
+        return f'it is not a pickle: {text}'
+    if last is None or last[0].name != 'STOP':
+        return 'the pickle stream has no end'
+    if last[1] + 1 != len(data):
+        return f'{len(data) - last[1] - 1} stray bytes follow the end of the pickle'
+    return None
+
+
+def snapshot_problem(path):
+    """None if the file at `path` is a complete pickle, else why not (never unpickles)."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as err:
+        return f'it cannot be read ({err.strerror or err})'
+    return pickle_problem(data)
+
+
+def newest_complete_snapshot(run_dir, prefix=SNAPSHOT_PREFIX):
+    """The newest complete `<prefix>*.pkl` of `run_dir` (None if there is none).
+
+    Newer files that fail the check are skipped with an IncompleteSnapshotWarning naming them.
+    """
+    names = sorted(f for f in os.listdir(run_dir) if f.startswith(prefix) and f.endswith('.pkl')) \
+        if os.path.isdir(run_dir) else []
+    for name in reversed(names):
+        path = os.path.join(run_dir, name)
+        problem = snapshot_problem(path)
+        if problem is None:
+            return path
+        warnings.warn(f'skipping {path}: it is truncated or corrupt ({problem}).', IncompleteSnapshotWarning,
+                      stacklevel=2)
+    return None
+
+
+def find_run_to_continue(outdir, desc, prefix=SNAPSHOT_PREFIX):
+    """(snapshot, run_dir) for `--resume=auto`: the newest run `NNNNN-<desc>` in `outdir` with a
+    complete snapshot, or (None, None) when there is none (the caller starts a new run)."""
+    if not os.path.isdir(outdir):
+        return None, None
+    runs = []
+    for name in os.listdir(outdir):
+        m = re.fullmatch(r'(\d+)-(.+)', name)
+        if m and m.group(2) == desc and os.path.isdir(os.path.join(outdir, name)):
+            runs.append((int(m.group(1)), name))
+    for _run_id, name in sorted(runs, reverse=True):
+        run_dir = os.path.join(outdir, name)
+        snapshot = newest_complete_snapshot(run_dir, prefix=prefix)
+        if snapshot is not None:
+            return snapshot, run_dir
+    return None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Stopping on a signal.
+
+class StopRequest:
+    """Callable flag for `training_loop(abort_fn=...)`, raised by SIGTERM or SIGINT.
+
+    The first signal asks for a final snapshot at the next step boundary. With `escalate` (a lone
+    process) a second signal restores the previous handler and re-delivers the signal: stop now
+    (snapshots are atomic, so nothing written is damaged). Ranks of a multi-process run do not
+    escalate, since a launcher may pass on a signal they already got from the terminal; the
+    launcher kills them on a second signal instead.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, escalate=True):
+        self.signum = None
+        self.escalate = bool(escalate)
+        self._previous = {}
+
+    def install(self):
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None:
+            if not self.escalate:
+                return
+            self.restore()
+            os.kill(os.getpid(), signum)
+            return
+        self.signum = signum
+        print(f'\nReceived {signal.Signals(signum).name}: writing a final snapshot after this step '
+              f'(send it again to stop at once).', file=sys.stderr, flush=True)
+
+    def __call__(self):
+        return self.signum is not None
+
+    @property
+    def exit_code(self):
+        """The shell's convention for "ended by signal N": 128 + N (143 for SIGTERM, 130 for SIGINT)."""
+        return 128 + int(self.signum)
+
+
+def poll_abort(abort_fn, num_gpus, device):
+    """abort_fn(), agreed by all ranks (any rank asking stops them all at the same step)."""
+    if abort_fn is None:
+        return False
+    wanted = bool(abort_fn())
+    if num_gpus > 1:
+        flag = torch.tensor([float(wanted)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        wanted = bool(flag.item() > 0)
+    return wanted
