@@ -39,6 +39,7 @@ import torch.nn.functional as F
 import dnnlib
 from dnnlib.progress import Progress, format_time
 from metrics.ground_truth import MetricError
+from metrics.representation import images_to_network_input
 from torch_utils import misc, persistence
 
 ORACLE_VERSION = 2
@@ -47,28 +48,6 @@ DEFAULT_TRAIN_KWARGS = dict(num_train=60000, num_heldout=5000, num_steps=2500, b
                             feature_dim=256, seed=0)
 
 # ----------------------------------------------------------------------------
-
-
-def to_oracle_input(images, resolution, channels, device):
-    """float [-1, 1] or uint8 images [N, C, H, W] (torch or numpy) -> float32 at the oracle's shape."""
-    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
-    if x.ndim != 4:
-        raise MetricError(f'The oracle expects images of shape [N, C, H, W], got {list(x.shape)}.')
-    x = x.to(device=device)
-    x = x.to(torch.float32) / 127.5 - 1.0 if x.dtype == torch.uint8 else x.to(torch.float32)
-    if x.shape[1] != channels:
-        if x.shape[1] == 1 and channels == 3:
-            x = x.repeat(1, 3, 1, 1)
-        elif x.shape[1] == 3 and channels == 1:
-            x = x.mean(dim=1, keepdim=True)
-        else:
-            raise MetricError(f'The oracle expects {channels}-channel images, got {x.shape[1]} channels.')
-    if x.shape[2:] != (resolution, resolution):
-        if x.shape[2] > resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode='area')
-        else:
-            x = F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False)
-    return x
 
 
 @persistence.persistent_class
@@ -113,7 +92,7 @@ class FactorOracle(torch.nn.Module):
         outputs = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                x = to_oracle_input(images[start:start + batch_size], self.img_resolution, self.img_channels, device)
+                x = images_to_network_input(images[start:start + batch_size], self.img_resolution, self.img_channels, device)
                 outputs.append(fn(x))
         if not outputs:
             return None
@@ -227,7 +206,7 @@ def train_oracle(data, settings, device='cpu', verbose=True):
             for group in opt.param_groups:
                 group['lr'] = settings['lr'] * (1.0 - step / settings['num_steps'])
             batch = np.sort(train_idx[rnd.randint(num_train, size=settings['batch_size'])])
-            x = to_oracle_input(data.images(batch), data.resolution, data.channels, device)
+            x = images_to_network_input(data.images(batch), data.resolution, data.channels, device)
             y = torch.as_tensor(data.factors(batch), device=device)
             loss = sum(F.cross_entropy(logits, y[:, k]) for k, logits in enumerate(oracle(x)))
             opt.zero_grad(set_to_none=True)

@@ -10,24 +10,20 @@ from click.testing import CliRunner
 
 import calc_metrics
 import dnnlib
-from metrics import detectors, fidelity
-from tests.test_metrics_fidelity import MeanPoolFeatures
+from metrics import fidelity
+from tests.test_metrics_fidelity import detector_file  # noqa: F401, F811 (a fixture)
 from tests.test_training_loop import tiny_config
 from tests.test_vae import _loop_kwargs, _write_toy_dataset
 from training.vae_loop import vae_training_loop
 
 
 @pytest.fixture
-def small_fid(tmp_path, monkeypatch):
+def small_fid(detector_file, monkeypatch):  # noqa: F811
     """fid50k_full with a local TorchScript detector and a few dozen images, so training can afford it."""
-    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
-    monkeypatch.setattr(detectors, '_detector_cache', {})
-    path = tmp_path / 'meanpool.pt'
-    torch.jit.script(MeanPoolFeatures()).save(str(path))
     options = fidelity.METRIC_SPECS['fid50k_full'].options
-    for key, value in dict(detector_url=str(path), num_real=48, num_gen=24).items():
+    for key, value in dict(detector_url=str(detector_file), num_real=48, num_gen=24).items():
         monkeypatch.setitem(options, key, value)
-    return path
+    return detector_file
 
 
 def read_jsonl(path):
