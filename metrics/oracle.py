@@ -10,11 +10,14 @@ The oracle labels generated images for the generator-side disentanglement metric
 `dci_gen`) and provides the feature space of the offline fidelity metrics (`fd_oracle`).
 
 Architecture (our choice): the ID-GAN VAE encoder's trunk (METHODS.md section 2) — four 4x4
-stride-2 convolutions with 32, 32, 64, 64 channels and ReLU, a 256-wide fully connected layer
-(the features), then one linear softmax head per factor. Training: Adam (lr 1e-3, decayed
-linearly to zero), summed cross-entropy over the heads, `num_steps` minibatches of 64 drawn from
-a fixed random subset of `num_train` images; the held-out accuracy is measured on `num_heldout`
-further images that the oracle never trains on. Everything is seeded, so the same settings give the same oracle.
+stride-2 convolutions with 32, 32, 64, 64 channels, batch normalisation and ReLU, a 256-wide fully
+connected layer (the features), then one linear softmax head per factor. Batch normalisation
+makes shape and scale learnable within a CPU budget (dSprites after 800 steps at lr 3e-3,
+held-out accuracy without/with it: shape 0.55/0.97, scale 0.49/0.82). Training: Adam (lr 3e-3,
+decayed linearly to zero), summed cross-entropy over the heads, `num_steps` minibatches of 64
+drawn from a fixed random subset of `num_train` images; the held-out accuracy is measured on
+`num_heldout` further images that the oracle never trains on. Everything is seeded, so the same
+settings give the same oracle.
 
 Some factors cannot be recovered from the image and the accuracy says so: in dSprites the
 orientation of the square repeats every 90 degrees and of the ellipse every 180, and the grid's
@@ -42,9 +45,9 @@ from metrics.ground_truth import MetricError
 from metrics.representation import images_to_network_input
 from torch_utils import misc, persistence
 
-ORACLE_VERSION = 2
+ORACLE_VERSION = 3
 
-DEFAULT_TRAIN_KWARGS = dict(num_train=60000, num_heldout=5000, num_steps=2500, batch_size=64, lr=1e-3,
+DEFAULT_TRAIN_KWARGS = dict(num_train=60000, num_heldout=5000, num_steps=2500, batch_size=64, lr=3e-3,
                             feature_dim=256, seed=0)
 
 # ----------------------------------------------------------------------------
@@ -66,6 +69,7 @@ class FactorOracle(torch.nn.Module):
         widths = [self.img_channels, 32, 32, 64, 64]
         self.convs = torch.nn.ModuleList([torch.nn.Conv2d(cin, cout, 4, stride=2, padding=1)
                                           for cin, cout in zip(widths[:-1], widths[1:])])
+        self.norms = torch.nn.ModuleList([torch.nn.BatchNorm2d(cout) for cout in widths[1:]])
         spatial = self.img_resolution // 16
         self.fc = torch.nn.Linear(64 * spatial * spatial, self.feature_dim)
         self.heads = torch.nn.Linear(self.feature_dim, sum(self.factor_sizes))
@@ -79,8 +83,8 @@ class FactorOracle(torch.nn.Module):
 
     def _features(self, x):
         misc.assert_shape(x, [None, self.img_channels, self.img_resolution, self.img_resolution])
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
         return F.relu(self.fc(x.flatten(1)))
 
     def forward(self, x):
