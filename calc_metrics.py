@@ -59,9 +59,21 @@ def main(network_pkl, metrics, data, run_dir, seed, options, device, verbose):
     python calc_metrics.py --network=vae.pkl --metrics=mig,dci --data=dsprites --options='{"num_train": 2000}'
 
     \b
-    Metrics: factorvae, betavae, mig, dci, sap, modularity (modularity + explicitness), gaussian_tc
-    (Gaussian total correlation and the other unsupervised scores). Each result is printed as one JSON
-    line and appended to <run-dir>/metric-<name>.jsonl.
+    # Generator-side disentanglement and offline fidelity of a GAN (ID-GAN, InfoGAN, StyleGAN2) or VAE snapshot:
+    python calc_metrics.py --network=runs/.../network-snapshot-000010.pkl --metrics=mig_gen,dci_gen,fd_oracle \\
+        --data=dsprites
+
+    \b
+    # FID as StyleGAN2-ADA reports it (downloads the Inception detector once):
+    python calc_metrics.py --network=snap.pkl --metrics=fid50k_full --options='{"num_real": 10000, "num_gen": 10000}'
+
+    \b
+    Encoder-side (E or Q): factorvae, betavae, mig, dci, sap, modularity (modularity + explicitness),
+    gaussian_tc (Gaussian total correlation and the other unsupervised scores).
+    Generator-side (generator or VAE decoder + factor oracle): mig_gen, dci_gen.
+    Fidelity: fid50k_full, kid50k_full, pr50k3_full (Inception/VGG16 by URL; "detector_url" option),
+    fd_oracle, kid_oracle, pr_oracle (the dataset's factor oracle, offline). See docs/METRICS.md.
+    Each result is printed as one JSON line and appended to <run-dir>/metric-<name>.jsonl.
     """
     metric_names = _parse_metrics(metrics)
     metric_options = _parse_options(options)

@@ -36,12 +36,24 @@ def mean_cov(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def _psd_sqrt(matrix):
+    values, vectors = scipy.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
 def frechet_distance(mu_a, sigma_a, mu_b, sigma_b):
-    """Squared mean distance plus Tr(Sa + Sb - 2 sqrtm(Sa Sb)); the real part of sqrtm (as is usual)."""
+    """Squared mean distance plus Tr(Sa + Sb - 2 (Sa Sb)^1/2).
+
+    Tr((Sa Sb)^1/2) is computed as the sum of the square roots of the eigenvalues of the symmetric
+    Sa^1/2 Sb Sa^1/2 (a similar matrix), which stays exact when a covariance is singular, as it is
+    for features that are always zero (dead ReLUs), where a general matrix square root is not.
+    """
     mu_a, mu_b = np.atleast_1d(mu_a), np.atleast_1d(mu_b)
     sigma_a, sigma_b = np.atleast_2d(sigma_a), np.atleast_2d(sigma_b)
-    root = scipy.linalg.sqrtm(sigma_a @ sigma_b)
-    return float(np.square(mu_a - mu_b).sum() + np.trace(sigma_a + sigma_b - 2.0 * np.real(root)))
+    root_a = _psd_sqrt((sigma_a + sigma_a.T) / 2)
+    product = root_a @ sigma_b @ root_a
+    trace_root = np.sqrt(np.clip(scipy.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum()
+    return float(np.square(mu_a - mu_b).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * trace_root)
 
 
 def kernel_distance(real, gen, num_subsets=100, max_subset_size=1000, random_state=None):
@@ -151,6 +163,15 @@ def run_metric(opts, metric, options, model_kwargs):
     with Progress(int(options['num_gen']), desc=f'{metric} generated', unit='img', enabled=opts.progress,
                   interval=10.0) as progress:
         gen = generated_features(model, detector, int(options['num_gen']), opts.seed, options['batch_size'], progress)
+    if spec.detector == 'oracle':
+        # Oracle features have an arbitrary scale; dividing them by their RMS over the real images makes
+        # x.y / d of order 1, as for Inception features, which KID's cubic kernel assumes (and FD values
+        # comparable between oracles). Precision/recall do not depend on the scale.
+        mean_square = (np.trace(real['sigma']) + np.sum(real['mu'] ** 2)) / len(real['mu']) if 'mu' in real \
+            else float(np.mean(np.square(real['features'], dtype=np.float64)))
+        scale = 1.0 / np.sqrt(max(mean_square, 1e-30))
+        real = {key: value * (scale ** 2 if key == 'sigma' else scale) for key, value in real.items()}
+        gen = gen * scale
     if spec.kind == 'fd':
         return {metric: frechet_distance(*mean_cov(gen), real['mu'], real['sigma'])}
     if spec.kind == 'kid':

@@ -8,7 +8,9 @@ Every metric is a function of `MetricOptions` returning a flat dict of floats; i
 prefixed with the metric's name so that the results of several metrics can share one dict (the
 training loop merges them into its TensorBoard scalars). Disentanglement metrics use the
 disentanglement_lib defaults and seed 0, and need a dataset with ground-truth factors and a
-snapshot with an encoder (`E`) or `Q` head.
+snapshot with an encoder (`E`) or `Q` head. Generator-side metrics (`mig_gen`, `dci_gen`) and
+fidelity metrics (`fid50k_full`, `kid50k_full`, `pr50k3_full`, `fd_oracle`, `kid_oracle`,
+`pr_oracle`) need a generator (`G_ema`/`G`) or a VAE decoder (`Dec`); see docs/METRICS.md.
 
 Multi-GPU: the metrics here are cheap next to training and fully determined by the seed, so rank 0
 computes them and the other ranks return empty results (nothing to reduce, no collective calls).

@@ -10,11 +10,14 @@ The oracle labels generated images for the generator-side disentanglement metric
 `dci_gen`) and provides the feature space of the offline fidelity metrics (`fd_oracle`).
 
 Architecture (our choice): the ID-GAN VAE encoder's trunk (METHODS.md section 2) — four 4x4
-stride-2 convolutions with 32, 32, 64, 64 channels and ReLU, a 256-wide fully connected layer
-(the features), then one linear softmax head per factor. Training: Adam (lr 1e-3, decayed
-linearly to zero), summed cross-entropy over the heads, `num_steps` minibatches of 64 drawn from
-a fixed random subset of `num_train` images; the held-out accuracy is measured on `num_heldout`
-further images that the oracle never trains on. Everything is seeded, so the same settings give the same oracle.
+stride-2 convolutions with 32, 32, 64, 64 channels, batch normalisation and ReLU, a 256-wide fully
+connected layer (the features), then one linear softmax head per factor. Batch normalisation
+makes shape and scale learnable within a CPU budget (dSprites after 800 steps at lr 3e-3,
+held-out accuracy without/with it: shape 0.55/0.97, scale 0.49/0.82). Training: Adam (lr 3e-3,
+decayed linearly to zero), summed cross-entropy over the heads, `num_steps` minibatches of 64
+drawn from a fixed random subset of `num_train` images; the held-out accuracy is measured on
+`num_heldout` further images that the oracle never trains on. Everything is seeded, so the same
+settings give the same oracle.
 
 Some factors cannot be recovered from the image and the accuracy says so: in dSprites the
 orientation of the square repeats every 90 degrees and of the ellipse every 180, and the grid's
@@ -39,36 +42,15 @@ import torch.nn.functional as F
 import dnnlib
 from dnnlib.progress import Progress, format_time
 from metrics.ground_truth import MetricError
+from metrics.representation import images_to_network_input
 from torch_utils import misc, persistence
 
-ORACLE_VERSION = 2
+ORACLE_VERSION = 3
 
-DEFAULT_TRAIN_KWARGS = dict(num_train=60000, num_heldout=5000, num_steps=2500, batch_size=64, lr=1e-3,
+DEFAULT_TRAIN_KWARGS = dict(num_train=60000, num_heldout=5000, num_steps=2500, batch_size=64, lr=3e-3,
                             feature_dim=256, seed=0)
 
 # ----------------------------------------------------------------------------
-
-
-def to_oracle_input(images, resolution, channels, device):
-    """float [-1, 1] or uint8 images [N, C, H, W] (torch or numpy) -> float32 at the oracle's shape."""
-    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
-    if x.ndim != 4:
-        raise MetricError(f'The oracle expects images of shape [N, C, H, W], got {list(x.shape)}.')
-    x = x.to(device=device)
-    x = x.to(torch.float32) / 127.5 - 1.0 if x.dtype == torch.uint8 else x.to(torch.float32)
-    if x.shape[1] != channels:
-        if x.shape[1] == 1 and channels == 3:
-            x = x.repeat(1, 3, 1, 1)
-        elif x.shape[1] == 3 and channels == 1:
-            x = x.mean(dim=1, keepdim=True)
-        else:
-            raise MetricError(f'The oracle expects {channels}-channel images, got {x.shape[1]} channels.')
-    if x.shape[2:] != (resolution, resolution):
-        if x.shape[2] > resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode='area')
-        else:
-            x = F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False)
-    return x
 
 
 @persistence.persistent_class
@@ -87,6 +69,7 @@ class FactorOracle(torch.nn.Module):
         widths = [self.img_channels, 32, 32, 64, 64]
         self.convs = torch.nn.ModuleList([torch.nn.Conv2d(cin, cout, 4, stride=2, padding=1)
                                           for cin, cout in zip(widths[:-1], widths[1:])])
+        self.norms = torch.nn.ModuleList([torch.nn.BatchNorm2d(cout) for cout in widths[1:]])
         spatial = self.img_resolution // 16
         self.fc = torch.nn.Linear(64 * spatial * spatial, self.feature_dim)
         self.heads = torch.nn.Linear(self.feature_dim, sum(self.factor_sizes))
@@ -100,8 +83,8 @@ class FactorOracle(torch.nn.Module):
 
     def _features(self, x):
         misc.assert_shape(x, [None, self.img_channels, self.img_resolution, self.img_resolution])
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
         return F.relu(self.fc(x.flatten(1)))
 
     def forward(self, x):
@@ -113,7 +96,7 @@ class FactorOracle(torch.nn.Module):
         outputs = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                x = to_oracle_input(images[start:start + batch_size], self.img_resolution, self.img_channels, device)
+                x = images_to_network_input(images[start:start + batch_size], self.img_resolution, self.img_channels, device)
                 outputs.append(fn(x))
         if not outputs:
             return None
@@ -227,7 +210,7 @@ def train_oracle(data, settings, device='cpu', verbose=True):
             for group in opt.param_groups:
                 group['lr'] = settings['lr'] * (1.0 - step / settings['num_steps'])
             batch = np.sort(train_idx[rnd.randint(num_train, size=settings['batch_size'])])
-            x = to_oracle_input(data.images(batch), data.resolution, data.channels, device)
+            x = images_to_network_input(data.images(batch), data.resolution, data.channels, device)
             y = torch.as_tensor(data.factors(batch), device=device)
             loss = sum(F.cross_entropy(logits, y[:, k]) for k, logits in enumerate(oracle(x)))
             opt.zero_grad(set_to_none=True)

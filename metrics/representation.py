@@ -17,9 +17,10 @@ from metrics.ground_truth import MetricError
 
 
 def images_to_network_input(images, resolution, channels, device):
-    """uint8 (numpy or torch) [N, C, H, W] -> float32 [N, channels, resolution, resolution] in [-1, 1]."""
+    """uint8 [0, 255] or float [-1, 1] (numpy or torch) [N, C, H, W] -> float32 [N, channels, resolution, resolution]."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-    x = x.to(device=device, dtype=torch.float32) / 127.5 - 1.0
+    x = x.to(device=device, dtype=torch.float32) / 127.5 - 1.0 if not x.is_floating_point() \
+        else x.to(device=device, dtype=torch.float32)
     if x.ndim != 4:
         raise MetricError(f'Expected images of shape [N, C, H, W], got {list(x.shape)}.')
     if x.shape[1] != channels:

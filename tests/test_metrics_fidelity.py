@@ -30,6 +30,16 @@ def test_frechet_distance_of_identical_gaussians_is_zero_and_of_shifted_ones_the
     assert frechet_distance(np.zeros(3), np.diag(a), np.zeros(3), np.diag(b)) == pytest.approx(2.0, rel=1e-8)
 
 
+def test_frechet_distance_matches_the_matrix_square_root_and_survives_singular_covariances():
+    import scipy.linalg
+    a, b = random_spd(5, 2), random_spd(5, 3)
+    expected = np.trace(a + b - 2 * np.real(scipy.linalg.sqrtm(a @ b)))
+    assert frechet_distance(np.zeros(5), a, np.zeros(5), b) == pytest.approx(expected, rel=1e-9)
+    # A feature that is always zero (a dead ReLU) makes both covariances singular.
+    assert frechet_distance(np.zeros(2), np.diag([1.0, 0.0]), np.zeros(2), np.diag([4.0, 0.0])) == \
+        pytest.approx(1.0, abs=1e-12)
+
+
 def test_frechet_distance_from_samples_approaches_the_closed_form():
     rnd = np.random.RandomState(0)
     real = rnd.randn(20000, 4)

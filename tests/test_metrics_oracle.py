@@ -115,5 +115,5 @@ def test_oracle_rejects_datasets_without_factors_and_unknown_options(tmp_path):
     with pytest.raises(MetricError, match='power-of-two'):
         FactorOracle(('a',), (2,), img_resolution=24)
     oracle = FactorOracle(('a',), (2,), img_resolution=16, img_channels=1)
-    with pytest.raises(MetricError, match='1-channel images, got 2'):
+    with pytest.raises(MetricError, match='expects 1-channel images but the data has 2'):
         oracle.predict(torch.zeros([1, 2, 16, 16]))
