@@ -120,6 +120,26 @@ def test_single_value_has_zero_std_and_non_finite_values_nan_std():
     assert collector.mean('edge/inf') == float('inf') and np.isnan(collector.std('edge/inf'))
 
 
+def test_a_nan_makes_its_period_nan_but_not_the_periods_or_collectors_after_it():
+    first = training_stats.Collector(regex=r'poison/.*')
+    training_stats.report('poison/loss', [1.0, float('nan'), 3.0])
+    first.update()
+    assert first.num('poison/loss') == 3 and np.isnan(first.mean('poison/loss'))
+    assert np.isnan(first.std('poison/loss'))
+    training_stats.report('poison/loss', [2.0, 4.0])
+    first.update()
+    assert first.mean('poison/loss') == 3.0 and first.std('poison/loss') == 1.0
+    # A collector created after the NaN (e.g. the next training run in this process) sees only its own values.
+    second = training_stats.Collector(regex=r'poison/.*')
+    training_stats.report('poison/loss', [float('inf'), 5.0])
+    training_stats.report('poison/loss', 7.0)
+    second.update()
+    assert second.num('poison/loss') == 3 and second.mean('poison/loss') == float('inf')
+    training_stats.report('poison/loss', 7.0)
+    second.update()
+    assert second.num('poison/loss') == 1 and second.mean('poison/loss') == 7.0
+
+
 def test_report0_counts_only_on_rank_zero(monkeypatch):
     collector = training_stats.Collector(regex=r'rank0/.*')
     monkeypatch.setattr(training_stats, '_rank', 1)

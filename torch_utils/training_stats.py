@@ -19,7 +19,11 @@ import dnnlib
 
 from . import misc
 
-_MOMENTS = 3                   # count, sum, sum of squares
+# count, sum and sum of squares of the finite values, counts of NaN, +Inf and -Inf. Non-finite
+# values are counted apart instead of summed: a NaN in a running sum would stay there for the life
+# of the process, and every later Collector (a second run in the same process, a test after a
+# divergence test) would read NaN from subtracting totals, even when its own values are finite.
+_MOMENTS = 6
 _COUNTER_DTYPE = torch.float64  # large counts and sums of squares of losses stay exact enough
 
 _rank = 0                # this process's rank
@@ -60,7 +64,11 @@ def report(name, value):
     if elems.numel() == 0:
         return value
     elems = elems.detach().flatten().to(_reduction_dtype(elems.device))
-    moments = torch.stack([elems.new_tensor(elems.numel()), elems.sum(), elems.square().sum()])
+    finite = torch.isfinite(elems)
+    clean = torch.where(finite, elems, torch.zeros_like(elems))
+    moments = torch.stack([elems.new_tensor(elems.numel()), clean.sum(), clean.square().sum(),
+                           elems.isnan().sum().to(elems.dtype), (elems == np.inf).sum().to(elems.dtype),
+                           (elems == -np.inf).sum().to(elems.dtype)])
     # Summed per device without moving to the CPU: a .cpu() here would stall the GPU every step.
     counter = per_device.get(moments.device)
     if counter is None:
@@ -140,14 +148,18 @@ class Collector:
         return int(self._delta(name)[0])
 
     def mean(self, name):
-        """Mean of those values (nan when there were none)."""
-        count, total, _ = self._delta(name).tolist()
-        return total / count if count else float('nan')
+        """Mean of those values (nan when there were none; IEEE rules when some were NaN or Inf)."""
+        count, total, _, nans, pos_infs, neg_infs = self._delta(name).tolist()
+        if count == 0 or nans or (pos_infs and neg_infs):
+            return float('nan')
+        if pos_infs or neg_infs:
+            return float('inf') if pos_infs else float('-inf')
+        return total / count
 
     def std(self, name):
         """Population standard deviation of those values (0 for one value, nan for none or non-finite)."""
-        count, total, total_sq = self._delta(name).tolist()
-        if count == 0 or not np.isfinite(total):
+        count, total, total_sq, nans, pos_infs, neg_infs = self._delta(name).tolist()
+        if count == 0 or nans or pos_infs or neg_infs or not np.isfinite(total):
             return float('nan')
         if count == 1:
             return 0.0
