@@ -33,6 +33,16 @@ def _expit(raw):
     return 1.0 / (1.0 + np.exp(-raw))
 
 
+def fixed_point(values):
+    """(int64 copy of values * scale, scale): a power of two that leaves any sum over all of them below 2^62.
+
+    Sums of these integers are exact, so two features that cut a node into the same two sets get
+    bit-identical gains, and such ties go to the lowest feature index rather than to rounding noise.
+    """
+    scale = 2.0 ** np.floor(np.log2(2.0 ** 62 / (values.shape[-1] * max(np.abs(values).max(), 1e-300))))
+    return np.rint(values * scale).astype(np.int64), scale
+
+
 class _StageGrower:
     """Grows the T regression trees of one boosting stage together, level by level, with exact splits.
 
@@ -70,8 +80,11 @@ class _StageGrower:
         tied[..., -1] = True
         return tied
 
-    def grow(self, grad, features, thresholds, importances):
-        """Grow one stage on the negative gradient [T, N]; fill features/thresholds [T, nodes]; leaf of each sample."""
+    def grow(self, grad, fixed_grad, scale, features, thresholds, importances):
+        """Grow one stage on the negative gradient [T, N] (and its fixed-point copy: `fixed_point`).
+
+        Fills features/thresholds [T, nodes], adds to importances; returns the leaf of each sample [T, N].
+        """
         num_trees, num_features, num = self.num_trees, self.num_features, self.num
         trees, positions = np.arange(num_trees)[:, None], self.positions
         order, node = self.root_order, np.zeros([num_trees, num], dtype=np.int64)
@@ -87,11 +100,8 @@ class _StageGrower:
             left = positions - starts[trees, segment] + 1.0                 # samples left of a cut after here
             right = in_node - left
 
-            # Left-side gradient sums of the cut after every position, in fixed point so that they are
-            # exact: two features that cut a node into the same two sets get bit-identical gains, and
-            # ties go to the lowest feature index instead of to rounding noise.
-            scale = 2.0 ** np.floor(np.log2(2.0 ** 62 / (num * max(np.abs(grad).max(), 1e-300))))
-            fixed = np.take(np.rint(grad * scale).astype(np.int64).ravel(), order + self.tree_offset, mode='wrap')  # [T, F, N]
+            # Left-side gradient sums of the cut after every position, exact in fixed point.
+            fixed = np.take(fixed_grad.ravel(), order + self.tree_offset, mode='wrap')      # [T, F, N]
             np.cumsum(fixed, axis=2, out=fixed)
             ends = np.cumsum(count, axis=1) - 1
             through = np.where(ends >= 0, fixed[trees, 0, np.maximum(ends, 0)], 0)   # same for every feature
@@ -192,10 +202,11 @@ class BoostedTreesClassifier:
         for stage in range(self.n_estimators):
             prob = _expit(raw) if num_trees == 1 else _softmax(raw.T).T
             grad = targets - prob                                           # negative gradient [T, N]
+            fixed, scale = fixed_point(grad)
             leaf = np.empty([num_trees, num], dtype=np.int64)
             for first in range(0, num_trees, chunk):
                 part = slice(first, min(first + chunk, num_trees))
-                leaf[part] = growers[part.stop - part.start].grow(grad[part], features[stage, part],
+                leaf[part] = growers[part.stop - part.start].grow(grad[part], fixed[part], scale, features[stage, part],
                                                                   thresholds[stage, part], self.feature_importances_)
             keys = (tree_rows * num_leaves + leaf).ravel()
             size = num_trees * num_leaves
