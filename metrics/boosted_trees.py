@@ -42,7 +42,7 @@ def fixed_point(values):
     Sums of these integers are exact, so two features that cut a node into the same two sets get
     bit-identical gains, and such ties go to the lowest feature index rather than to rounding noise.
     """
-    scale = 2.0 ** np.floor(np.log2(2.0 ** 62 / (values.shape[-1] * max(np.abs(values).max(), 1e-300))))
+    scale = 2.0 ** np.floor(np.log2(2.0 ** 62 / (values.shape[-1] * max(np.abs(values).max(), 2.0 ** -60))))
     return np.rint(values * scale).astype(np.int64), scale
 
 
@@ -64,7 +64,7 @@ class _StageGrower:
         x_t = np.ascontiguousarray(x32.T)                                    # [F, N] float32
         self.x_flat = x_t.astype(np.float64).ravel()                        # exact copies of the float32 values
         orders = np.argsort(x_t, axis=1, kind='stable')
-        self.index_type = np.int64   # np.take converts narrower indices first, which costs more than it saves
+        self.index_type = np.int64   # np.take converts narrower index arrays first: slower than int64
         self.root_order = np.broadcast_to(orders.astype(self.index_type), (num_trees, num_features, num))
         self.tree_offset = (np.arange(num_trees, dtype=self.index_type) * num)[:, None, None]
         self.feature_offset = (np.arange(num_features, dtype=self.index_type) * num)[None, :, None]
