@@ -10,8 +10,8 @@ factor with base D (number of codes); informativeness is the mean classification
 
 The trees dominate the cost (one tree per class per stage: dSprites needs 113 trees per stage).
 By default they are grown by `metrics.boosted_trees.BoostedTreesClassifier`, the same algorithm
-vectorised over classes (identical predictions; importances equal up to scikit-learn's random
-tie-breaking); `trees='sklearn'` uses scikit-learn itself. With `num_workers` > 1 factors are
+with a cheaper exact split search (identical trees except where scikit-learn breaks a tie between
+equally good splits at random); `trees='sklearn'` uses scikit-learn itself. With `num_workers` > 1 factors are
 fitted in parallel worker processes.
 """
 
