@@ -68,7 +68,8 @@ def read_last_result(run_dir, metric, snapshot_pkl):
     if not lines:
         raise click.ClickException(f'{path} holds no result; calc_metrics.py did not report {metric}.')
     record = json.loads(lines[-1])
-    if os.path.abspath(record.get('snapshot_pkl', '')) != os.path.abspath(snapshot_pkl):
+    # report_metric writes the snapshot's path relative to the run dir when it can.
+    if os.path.abspath(os.path.join(run_dir, record.get('snapshot_pkl', ''))) != os.path.abspath(snapshot_pkl):
         raise click.ClickException(f'the newest line of {path} is about {record.get("snapshot_pkl")}, '
                                    f'not {snapshot_pkl}; delete the file and run again.')
     return record['results']

@@ -25,6 +25,9 @@ def test_read_last_result_takes_newest_line_and_checks_snapshot(tmp_path):
     _append(tmp_path, 'mig', snap, dict(mig=0.1))
     _append(tmp_path, 'mig', snap, dict(mig=0.25))
     assert exp.read_last_result(str(tmp_path), 'mig', snap) == dict(mig=0.25)
+    (tmp_path / 'metrics').mkdir()   # calc_metrics.py logs the snapshot relative to the run dir
+    _append(tmp_path / 'metrics', 'mig', '../vae.pkl', dict(mig=0.5))
+    assert exp.read_last_result(str(tmp_path / 'metrics'), 'mig', snap) == dict(mig=0.5)
     with pytest.raises(click.ClickException, match='not .*other.pkl'):
         exp.read_last_result(str(tmp_path), 'mig', str(tmp_path / 'other.pkl'))
     with pytest.raises(click.ClickException, match='holds no result'):
