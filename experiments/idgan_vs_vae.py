@@ -1,0 +1,275 @@
+"""ID-GAN against its own VAE on dSprites: the ID-GAN paper's central claim, at CPU scale. One command, seed 0.
+
+    OMP_NUM_THREADS=1 python experiments/idgan_vs_vae.py --outdir=runs/idgan_vs_vae
+
+Claim tested: an ID-GAN generator trained on a β-VAE's code is far more faithful to the data than the
+VAE's decoder, while being about as disentangled as that decoder when both are asked the
+generator's question (does moving code i move one factor of the image?).
+
+Stages, each an ordinary command of the project, printed before it runs:
+
+1. stage 1, the README's β-VAE: `train.py --cfg=betavae --beta=8 --code-dim=10 --kimg=20`
+   (or reuse one with `--vae=`);
+2. stage 2, ID-GAN on it with the demo's CPU widths (`--cfg=idgan --cbase=2048 --cmax=32 --map=2
+   --batch=8 --distill-weight=0.1`) for `--gan-kimg` (default 20, twice the demo's 10; or reuse one
+   with `--gan=`);
+3. encoder-side FactorVAE / MIG / DCI of the VAE (`calc_metrics.py`; FactorVAE and DCI with reduced
+   sample sizes, listed in the JSON);
+4. generator-side `mig_gen` / `dci_gen` (factor oracle) and fidelity `fd_oracle` / `kid_oracle` /
+   `pr_oracle` of the VAE decoder (codes from the aggregate posterior) and of the ID-GAN generator;
+5. the VAE decoder's traversal beside the ID-GAN generator's for the same code, and decoder vs
+   generator samples (`generate.py --compare-vae`), combined into docs/images/.
+
+Writes docs/results/idgan_vs_vae_dsprites.json atomically (numbers, commands, per-stage wall time)
+and prints the results table of docs/RESULTS.md. Budget: about 35 minutes of wall time on a shared
+2-core machine (`--budget-minutes` only states it: the run is not cut short, the JSON records the
+time it took and a line warns when it was exceeded).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import click
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# Reduced sample sizes (the defaults are in docs/METRICS.md); None = the metric's defaults.
+ENCODER_METRICS = [('factorvae', dict(num_train=2000, num_eval=1000, num_variance_estimate=2000)),
+                   ('mig', None),
+                   ('dci', dict(num_train=2000, num_test=1000))]
+GENERATOR_METRICS = [('mig_gen', None),
+                     ('dci_gen', dict(num_train=2000, num_test=1000)),
+                     ('fd_oracle,kid_oracle,pr_oracle', None)]
+
+# (column header, result key or pair of keys, number format) of the results table.
+TABLE_COLUMNS = [('FactorVAE', 'factorvae', '{:.3f}'),
+                 ('MIG', 'mig', '{:.3f}'),
+                 ('DCI D / C / I', ('dci_disentanglement', 'dci_completeness', 'dci_informativeness_test'), '{:.3f}'),
+                 ('mig_gen', 'mig_gen', '{:.3f}'),
+                 ('dci_gen D / C / I', ('dci_gen_disentanglement', 'dci_gen_completeness',
+                                        'dci_gen_informativeness_test'), '{:.3f}'),
+                 ('fd_oracle ↓', 'fd_oracle', '{:.1f}'),
+                 ('kid_oracle ↓', 'kid_oracle', '{:.3f}'),
+                 ('pr_oracle P / R', ('pr_oracle_precision', 'pr_oracle_recall'), '{:.3f}')]
+
+
+def read_last_result(run_dir, metric, snapshot_pkl):
+    """The `results` dict of the newest line of <run_dir>/metric-<metric>.jsonl, checked to be about snapshot_pkl."""
+    path = os.path.join(run_dir, f'metric-{metric}.jsonl')
+    lines = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+    if not lines:
+        raise click.ClickException(f'{path} holds no result; calc_metrics.py did not report {metric}.')
+    record = json.loads(lines[-1])
+    # report_metric writes the snapshot's path relative to the run dir when it can.
+    if os.path.abspath(os.path.join(run_dir, record.get('snapshot_pkl', ''))) != os.path.abspath(snapshot_pkl):
+        raise click.ClickException(f'the newest line of {path} is about {record.get("snapshot_pkl")}, '
+                                   f'not {snapshot_pkl}; delete the file and run again.')
+    return record['results']
+
+
+def format_cell(results, key, fmt):
+    """One table cell: a number, several numbers joined by ' / ', or '–' where the model has no such score."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if any(results.get(k) is None for k in keys):
+        return '–'
+    return ' / '.join(fmt.format(results[k]) for k in keys)
+
+
+def results_table(rows):
+    """Markdown table of [(model name, results dict)] over TABLE_COLUMNS."""
+    lines = ['| model | ' + ' | '.join(name for name, _, _ in TABLE_COLUMNS) + ' |',
+             '| --- |' + ' ---: |' * len(TABLE_COLUMNS)]
+    for model, results in rows:
+        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in TABLE_COLUMNS) + ' |')
+    return '\n'.join(lines)
+
+
+def write_json_atomic(path, data):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def side_by_side(paths, out_path, gap=8, scale=2):
+    """Paste PNGs left to right on a white background (gap in pixels before scaling); written atomically."""
+    from PIL import Image
+    images = [Image.open(p).convert('RGB') for p in paths]
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    canvas = Image.new('RGB', (width, max(im.height for im in images)), (255, 255, 255))
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width + gap
+    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    tmp = f'{out_path}.tmp{os.getpid()}.png'
+    canvas.save(tmp)
+    os.replace(tmp, out_path)
+
+
+class _Stages:
+    """Runs commands stage by stage, printing each with elapsed time and an ETA against the budget."""
+
+    def __init__(self, num_stages, budget_minutes):
+        from dnnlib.progress import format_time
+        self.format_time = format_time
+        self.num_stages, self.budget = num_stages, budget_minutes * 60
+        self.start, self.done, self.log = time.time(), 0, []
+
+    def begin(self, title):
+        elapsed = time.time() - self.start
+        left = max(self.budget - elapsed, 0)
+        print(f'\n== [{self.done + 1}/{self.num_stages}] {title} (elapsed {self.format_time(elapsed)}, '
+              f'{self.format_time(left)} of the budget left)', flush=True)
+        self.stage_start, self.title, self.commands = time.time(), title, []
+
+    def run(self, cmd):
+        print('$ ' + ' '.join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=REPO)
+        self.commands.append(' '.join(['python'] + cmd[1:]))
+
+    def end(self):
+        self.log.append(dict(stage=self.title, seconds=round(time.time() - self.stage_start, 1), commands=self.commands))
+        self.done += 1
+
+
+def _newest(run_root, pattern_dir, prefix):
+    runs = sorted(d for d in os.listdir(run_root) if pattern_dir in d and os.path.isdir(os.path.join(run_root, d)))
+    for run in reversed(runs):
+        snaps = sorted(f for f in os.listdir(os.path.join(run_root, run)) if f.startswith(prefix) and f.endswith('.pkl'))
+        if snaps:
+            return os.path.join(run_root, run, snaps[-1])
+    raise click.ClickException(f'no {prefix}*.pkl was written under {run_root}/*{pattern_dir}*.')
+
+
+def _reused(pkl):
+    options = os.path.join(os.path.dirname(os.path.abspath(pkl)), 'training_options.json')
+    return f'reused {os.path.abspath(pkl)}' + (f' (training options: {options})' if os.path.isfile(options) else '')
+
+
+def _metrics(stages, py, pkl, run_dir, plan):
+    results, options_used = {}, {}
+    for names, options in plan:
+        cmd = [py, 'calc_metrics.py', f'--network={pkl}', f'--metrics={names}', '--data=dsprites',
+               f'--run-dir={run_dir}', '--seed=0']
+        if options:
+            cmd.append('--options=' + json.dumps(options))
+        stages.run(cmd)
+        for name in names.split(','):
+            results.update(read_last_result(run_dir, name, pkl))
+            options_used[name] = options or 'defaults'
+    return results, options_used
+
+
+@click.command()
+@click.option('--outdir', help='Where the training runs and metric logs go', default='runs/idgan_vs_vae', show_default=True)
+@click.option('--vae', 'vae_pkl', help='Reuse this β-VAE snapshot instead of training stage 1', metavar='PKL')
+@click.option('--gan', 'gan_pkl', help='Reuse this ID-GAN snapshot (trained on --vae) instead of training stage 2',
+              metavar='PKL')
+@click.option('--vae-kimg', help='Length of the β-VAE run', type=float, default=20, show_default=True)
+@click.option('--gan-kimg', help='Length of the ID-GAN run', type=float, default=20, show_default=True)
+@click.option('--seed', help='Training seed (metrics use seed 0, as disentanglement_lib)', type=int, default=0,
+              show_default=True)
+@click.option('--budget-minutes', help='Stated wall-time budget (recorded; a line warns when exceeded)', type=float,
+              default=35, show_default=True)
+@click.option('--json', 'json_path', help='Result file',
+              default=os.path.join(REPO, 'docs/results/idgan_vs_vae_dsprites.json'), show_default=True)
+@click.option('--images', 'images_dir', help='Where the pictures go', default=os.path.join(REPO, 'docs/images'),
+              show_default=True)
+def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, json_path, images_dir):
+    """Train (or reuse) a β-VAE and its ID-GAN on dSprites, then compare disentanglement and fidelity."""
+    for name, path in (('--vae', vae_pkl), ('--gan', gan_pkl)):
+        if path is not None and not os.path.isfile(path):
+            raise click.BadParameter(f'{path} is not a file; give a snapshot .pkl or leave {name} out to train one.',
+                                     param_hint=name)
+    if gan_pkl is not None and vae_pkl is None:
+        raise click.BadParameter('--gan needs the --vae it was trained on (its encoder-side scores and decoder).',
+                                 param_hint='--gan')
+    py = sys.executable
+    outdir = os.path.abspath(outdir)
+    os.makedirs(outdir, exist_ok=True)
+    stages = _Stages(6, budget_minutes)
+
+    stages.begin(f'stage 1: β-VAE on dSprites, {vae_kimg:g} kimg' + (' (reused)' if vae_pkl else ''))
+    if vae_pkl is None:
+        stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=betavae', '--beta=8',
+                    '--code-dim=10', f'--kimg={vae_kimg:g}', '--tick=4', '--snap=100', '--workers=0', f'--seed={seed}'])
+        vae_pkl = _newest(outdir, '-dsprites-betavae', 'vae-snapshot-')
+    else:
+        stages.commands.append(_reused(vae_pkl))
+    vae_pkl = os.path.abspath(vae_pkl)
+    stages.end()
+
+    stages.begin(f'stage 2: ID-GAN on the VAE code, {gan_kimg:g} kimg' + (' (reused)' if gan_pkl else ''))
+    if gan_pkl is None:
+        stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=idgan', f'--vae={vae_pkl}',
+                    '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1',
+                    '--snap=5', '--distill-weight=0.1', '--workers=0', f'--seed={seed}'])
+        gan_pkl = _newest(outdir, '-dsprites-idgan', 'network-snapshot-')
+    else:
+        stages.commands.append(_reused(gan_pkl))
+    gan_pkl = os.path.abspath(gan_pkl)
+    stages.end()
+
+    stages.begin('encoder-side disentanglement of the VAE (FactorVAE, MIG, DCI)')
+    vae_dir, gan_dir = os.path.join(outdir, 'metrics-vae'), os.path.join(outdir, 'metrics-idgan')
+    encoder, encoder_options = _metrics(stages, py, vae_pkl, vae_dir, ENCODER_METRICS)
+    stages.end()
+
+    stages.begin('generator side and fidelity of the VAE decoder (aggregate-posterior codes)')
+    decoder, generator_options = _metrics(stages, py, vae_pkl, vae_dir, GENERATOR_METRICS)
+    stages.end()
+
+    stages.begin('generator side and fidelity of the ID-GAN generator')
+    idgan, _ = _metrics(stages, py, gan_pkl, gan_dir, GENERATOR_METRICS)
+    stages.end()
+
+    stages.begin('pictures: VAE decoder beside the ID-GAN generator, same codes')
+    pictures_dir = os.path.join(outdir, 'compare')
+    shutil.rmtree(pictures_dir, ignore_errors=True)
+    stages.run([py, 'generate.py', f'--network={gan_pkl}', '--compare-vae', '--traverse', '--seeds=0-1', '--steps=7',
+                f'--outdir={pictures_dir}'])
+    stages.run([py, 'generate.py', f'--network={gan_pkl}', '--compare-vae', '--seeds=0-11', f'--outdir={pictures_dir}'])
+    pictures = []
+    for s in (0, 1):
+        path = os.path.join(images_dir, f'idgan_vs_vae_traversal_seed{s}_dsprites.png')
+        side_by_side([os.path.join(pictures_dir, f'traverse-seed{s:04d}-vae.png'),
+                      os.path.join(pictures_dir, f'traverse-seed{s:04d}.png')], path)
+        pictures.append(path)
+    path = os.path.join(images_dir, 'idgan_vs_vae_samples_dsprites.png')
+    side_by_side([os.path.join(pictures_dir, 'compare-vae.png')], path, gap=0)
+    pictures.append(path)
+    stages.end()
+
+    wall_minutes = (time.time() - stages.start) / 60
+    rows = [('β-VAE (encoder; decoder on the aggregate posterior)', {**encoder, **decoder}),
+            ('ID-GAN generator on that VAE code', idgan)]
+    table = results_table(rows)
+    result = dict(
+        command='python experiments/idgan_vs_vae.py ' + ' '.join(sys.argv[1:]),
+        dataset='dsprites', seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
+        threads=os.environ.get('OMP_NUM_THREADS'), vae_snapshot=vae_pkl, idgan_snapshot=gan_pkl,
+        vae_kimg=vae_kimg, gan_kimg=gan_kimg,
+        vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
+        metric_options=dict(encoder=encoder_options, generator=generator_options),
+        stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
+    write_json_atomic(json_path, result)
+    print('\n' + table)
+    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
+    if wall_minutes > budget_minutes:
+        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+
+
+if __name__ == '__main__':
+    main()

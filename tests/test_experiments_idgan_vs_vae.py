@@ -1,0 +1,68 @@
+"""The result assembly of experiments/idgan_vs_vae.py (no training: metric logs and PNGs are written by hand)."""
+
+import importlib.util
+import json
+import os
+
+import click
+import numpy as np
+import pytest
+from PIL import Image
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments', 'idgan_vs_vae.py')
+_spec = importlib.util.spec_from_file_location('idgan_vs_vae', _PATH)
+exp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(exp)
+
+
+def _append(run_dir, metric, snapshot, results):
+    with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'a') as f:
+        f.write(json.dumps(dict(results=results, metric=metric, snapshot_pkl=snapshot)) + '\n')
+
+
+def test_read_last_result_takes_newest_line_and_checks_snapshot(tmp_path):
+    snap = str(tmp_path / 'vae.pkl')
+    _append(tmp_path, 'mig', snap, dict(mig=0.1))
+    _append(tmp_path, 'mig', snap, dict(mig=0.25))
+    assert exp.read_last_result(str(tmp_path), 'mig', snap) == dict(mig=0.25)
+    (tmp_path / 'metrics').mkdir()   # calc_metrics.py logs the snapshot relative to the run dir
+    _append(tmp_path / 'metrics', 'mig', '../vae.pkl', dict(mig=0.5))
+    assert exp.read_last_result(str(tmp_path / 'metrics'), 'mig', snap) == dict(mig=0.5)
+    with pytest.raises(click.ClickException, match='not .*other.pkl'):
+        exp.read_last_result(str(tmp_path), 'mig', str(tmp_path / 'other.pkl'))
+    with pytest.raises(click.ClickException, match='holds no result'):
+        exp.read_last_result(str(tmp_path), 'dci', snap)
+
+
+def test_results_table_formats_numbers_pairs_and_missing_scores():
+    vae = dict(factorvae=0.61234, mig=0.2, dci_disentanglement=0.3, dci_completeness=0.4, dci_informativeness_test=0.5,
+               mig_gen=0.05, dci_gen_disentanglement=0.1, dci_gen_completeness=0.2, dci_gen_informativeness_test=0.3,
+               fd_oracle=92.71, kid_oracle=0.72, pr_oracle_precision=0.016, pr_oracle_recall=0.0)
+    gan = dict(mig_gen=0.04, fd_oracle=12.0)
+    lines = exp.results_table([('VAE', vae), ('GAN', gan)]).split('\n')
+    assert len(lines) == 4
+    assert lines[0].count('|') == len(exp.TABLE_COLUMNS) + 2
+    assert lines[2] == ('| VAE | 0.612 | 0.200 | 0.300 / 0.400 / 0.500 | 0.050 | 0.100 / 0.200 / 0.300 | 92.7 | 0.720 '
+                        '| 0.016 / 0.000 |')
+    assert lines[3] == '| GAN | – | – | – | 0.040 | – | 12.0 | – | – |'
+
+
+def test_side_by_side_pastes_with_gap_and_scale(tmp_path):
+    a, b = tmp_path / 'a.png', tmp_path / 'b.png'
+    Image.fromarray(np.zeros([4, 3, 3], np.uint8)).save(a)
+    Image.fromarray(np.full([6, 5, 3], 100, np.uint8)).save(b)
+    out = tmp_path / 'sub' / 'out.png'
+    exp.side_by_side([str(a), str(b)], str(out), gap=2, scale=2)
+    pixels = np.asarray(Image.open(out))
+    assert pixels.shape == (12, 20, 3)
+    assert (pixels[:8, :6] == 0).all() and (pixels[:, 6:10] == 255).all() and (pixels[:, 10:] == 100).all()
+    assert (pixels[8:, :6] == 255).all()   # below the shorter image: background
+    assert os.listdir(tmp_path / 'sub') == ['out.png']
+
+
+def test_write_json_atomic_round_trip(tmp_path):
+    path = str(tmp_path / 'r' / 'x.json')
+    exp.write_json_atomic(path, dict(a=1, b=[0.5]))
+    exp.write_json_atomic(path, dict(a=2))
+    assert json.load(open(path)) == dict(a=2)
+    assert os.listdir(tmp_path / 'r') == ['x.json']
