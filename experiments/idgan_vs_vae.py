@@ -92,6 +92,17 @@ def results_table(rows):
     return '\n'.join(lines)
 
 
+def repo_relative(value, repo=REPO):
+    """The result with this checkout's absolute path removed from every string (commands, snapshots)."""
+    if isinstance(value, dict):
+        return {key: repo_relative(item, repo) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [repo_relative(item, repo) for item in value]
+    if isinstance(value, str):
+        return value.replace(repo + os.sep, '')
+    return value
+
+
 def write_json_atomic(path, data):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -264,7 +275,7 @@ def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, jso
         vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
         metric_options=dict(encoder=encoder_options, generator=generator_options),
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
-    write_json_atomic(json_path, result)
+    write_json_atomic(json_path, repo_relative(result))
     print('\n' + table)
     print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
     if wall_minutes > budget_minutes:

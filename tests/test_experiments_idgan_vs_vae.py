@@ -66,3 +66,10 @@ def test_write_json_atomic_round_trip(tmp_path):
     exp.write_json_atomic(path, dict(a=2))
     assert json.load(open(path)) == dict(a=2)
     assert os.listdir(tmp_path / 'r') == ['x.json']
+
+
+def test_results_name_files_relative_to_the_checkout(tmp_path):
+    result = dict(snapshot=os.path.join('/some/checkout', 'runs', 'a.pkl'), commands=['python x.py --network=/some/checkout/runs/b.pkl'],
+                  kimg=20, nested=dict(path='/elsewhere/c.pkl'))
+    assert exp.repo_relative(result, repo='/some/checkout') == dict(
+        snapshot='runs/a.pkl', commands=['python x.py --network=runs/b.pkl'], kimg=20, nested=dict(path='/elsewhere/c.pkl'))
