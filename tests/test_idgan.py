@@ -3,13 +3,12 @@
 import math
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fresh_process import run_python
 
 import dnnlib
 from disentangle.idgan import DistillationTerm, gaussian_nll, warmup_factor
@@ -372,8 +371,7 @@ def test_snapshot_round_trips_in_a_fresh_process_without_the_plugin(idgan_run, t
         'img = snap["G_ema"](lat.z, torch.zeros(1, 0), noise_mode="const")\n'
         'mu, logvar = snap["E"](img)\n'
         'print(tuple(img.shape), tuple(mu.shape), snap["latent"].layout()["kind"], float(lat.z.sum()))\n')
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=str(tmp_path), env=env)
+    out = run_python(script, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f'(1, 1, {RES}, {RES}) (1, {CODE_DIM}) posterior_bank')
     with open(last, 'rb') as f:

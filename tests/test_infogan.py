@@ -3,14 +3,13 @@
 import math
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from fresh_process import run_python
 
 import dnnlib
 from disentangle.contrastive import (
@@ -367,8 +366,7 @@ def test_snapshot_round_trips_in_a_fresh_process_and_Q_is_a_representation(cr_ru
         'codes = snap["Q"](img)\n'
         'pair = snap["H"](torch.cat([img, img], 1))\n'
         'print(tuple(codes.shape), tuple(pair.shape), float(codes[0, 0]) in (0.0, 1.0, 2.0))\n')
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=str(tmp_path), env=env)
+    out = run_python(script, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['(1,', '3)', '(1,', '2)', 'True']
     from metrics.representation import representation_from_snapshot

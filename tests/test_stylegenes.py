@@ -4,13 +4,12 @@ import itertools
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from fresh_process import run_python
 from test_idgan import CODE_DIM, SquaresDataset, idgan_loop_kwargs  # the ID-GAN tests' data and tiny run
 
 import dnnlib
@@ -212,8 +211,7 @@ def test_snapshot_round_trips_in_a_fresh_process_without_the_plugin(genes_idgan_
         'lat = snap["latent"].sample_seed(3)\n'
         'img = snap["G_ema"](lat.z, torch.zeros(1, 0), noise_mode="const")\n'
         'print(tuple(img.shape), snap["latent"].layout()["kind"], lat.genes.tolist(), float(img.sum()))\n')
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=str(tmp_path), env=env)
+    out = run_python(script, tmp_path)
     assert out.returncode == 0, out.stderr
     with open(last, 'rb') as f:
         snap = pickle.load(f)
