@@ -1,6 +1,5 @@
 """Evaluate metrics of a network snapshot (VAE, ID-GAN, InfoGAN, or StyleGAN2) and report them as JSON lines."""
 
-import json
 import os
 
 import click
@@ -15,25 +14,13 @@ class UserError(click.ClickException):
 
 
 def _parse_metrics(text):
-    names = [name.strip() for name in text.split(',') if name.strip()]
+    try:
+        names = metric_main.parse_metric_names(text)
+    except MetricError as err:
+        raise UserError(str(err))
     if not names:
         raise UserError('--metrics is empty; give a comma-separated list such as factorvae,mig,dci.')
-    unknown = [name for name in names if not metric_main.is_valid_metric(name)]
-    if unknown:
-        raise UserError(f'unknown metric(s) {", ".join(unknown)}; choose from {", ".join(metric_main.list_valid_metrics())}.')
     return names
-
-
-def _parse_options(text):
-    if not text:
-        return {}
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f'--options is not valid JSON ({err}); write e.g. --options=\'{{"num_train": 1000}}\'.')
-    if not isinstance(options, dict):
-        raise UserError('--options must be a JSON object such as {"num_train": 1000}.')
-    return options
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -76,12 +63,10 @@ def main(network_pkl, metrics, data, run_dir, seed, options, device, verbose):
     Each result is printed as one JSON line and appended to <run-dir>/metric-<name>.jsonl.
     """
     metric_names = _parse_metrics(metrics)
-    metric_options = _parse_options(options)
-    known = {name for metric in metric_names for name in metric_main.metric_option_names(metric)}
-    unknown = sorted(set(metric_options) - known)
-    if unknown:
-        raise UserError(f'--options {", ".join(unknown)} apply to none of the chosen metrics; '
-                        f'valid: {", ".join(sorted(known)) or "none"}.')
+    try:
+        metric_options = metric_main.parse_metric_options(options, metric_names, flag='--options')
+    except MetricError as err:
+        raise UserError(str(err))
     if device is None:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:

@@ -61,6 +61,24 @@ def _configure_stylegan2(c, opts, training_set):
     return dict(cbase=int((1 if res >= 512 else 0.5) * 32768), cmax=512)
 
 
+def parse_metric_flags(opts):
+    """(metric names, metric options) of --metrics / --metric-options, checked before training starts."""
+    if (opts.get('metrics') or 'none').strip().lower() in ('', 'none'):
+        if opts.get('metric_options'):
+            raise UserError('--metric-options was given without any metric to apply it to; add --metrics.')
+        return [], {}
+    try:
+        from metrics import metric_main
+        from metrics.ground_truth import MetricError
+    except ImportError:
+        raise UserError('--metrics needs the metrics package, which is not installed; use --metrics=none.')
+    try:
+        names = metric_main.parse_metric_names(opts.metrics)
+        return names, metric_main.parse_metric_options(opts.get('metric_options'), names, flag='--metric-options')
+    except MetricError as err:
+        raise UserError(str(err))
+
+
 def _make_run_dir(outdir, desc, dry_run):
     prev = []
     if os.path.isdir(outdir):
@@ -159,6 +177,8 @@ def _check_resume_fits(resume_pkl, training_set):
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
 @click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=2)
 @click.option('--metrics', help='Metrics to evaluate at each snapshot, comma-separated, or "none"', default='none')
+@click.option('--metric-options', help='JSON object of metric options (sample sizes etc.) for --metrics, as calc_metrics.py '
+              '--options', metavar='JSON')
 @click.option('--cbase', help='Capacity multiplier (channels = cbase / resolution) [default: by --cfg]', type=click.IntRange(min=1))
 @click.option('--cmax', help='Max. feature maps [default: by --cfg]', type=click.IntRange(min=1))
 @click.option('--map', help='Mapping network depth', type=click.IntRange(min=1), default=2)
@@ -345,15 +365,7 @@ def main(**kwargs):
     c.random_seed = opts.seed
     c.precision = precision
     c.device = device
-    c.metrics = [] if opts.metrics.strip().lower() in ('', 'none') else [m.strip() for m in opts.metrics.split(',')]
-    if c.metrics:
-        try:
-            from metrics import metric_main
-        except ImportError:
-            raise UserError('--metrics needs the metrics package, which is not installed; use --metrics=none.')
-        unknown = [m for m in c.metrics if not metric_main.is_valid_metric(m)]
-        if unknown:
-            raise UserError(f'unknown metric(s) {", ".join(unknown)}; choose from {", ".join(metric_main.list_valid_metrics())}.')
+    c.metrics, c.metric_kwargs = parse_metric_flags(opts)
 
     # Resume.
     resume_pkl, resume_dir = _resolve_resume(opts.resume)

@@ -179,6 +179,37 @@ def metric_option_names(metric):
     return sorted(names - {'seed', 'progress', 'device', 'dataset'})
 
 
+def parse_metric_names(text):
+    """Metric names of a comma-separated option value; '' or 'none' give []; an unknown name is a MetricError."""
+    if text is None or text.strip().lower() in ('', 'none'):
+        return []
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    unknown = [name for name in names if not is_valid_metric(name)]
+    if unknown:
+        raise MetricError(f'unknown metric(s) {", ".join(unknown)}; choose from {", ".join(list_valid_metrics())}.')
+    return names
+
+
+def parse_metric_options(text, metric_names, flag='--options'):
+    """The JSON object of metric options (sample sizes etc.), checked against what the chosen metrics accept."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MetricError(f'{flag} is not valid JSON ({err}); write e.g. {flag}=\'{{"num_train": 1000}}\'.')
+    if not isinstance(options, dict):
+        raise MetricError(f'{flag} must be a JSON object such as {{"num_train": 1000}}.')
+    if options and not metric_names:
+        raise MetricError(f'{flag} was given without any metric to apply it to; add --metrics.')
+    known = {name for metric in metric_names for name in metric_option_names(metric)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise MetricError(f'{flag} {", ".join(unknown)} apply to none of the chosen metrics; '
+                          f'valid: {", ".join(sorted(known)) or "none"}.')
+    return options
+
+
 def _run_disentanglement(opts, metric, compute_fn, num_observations):
     """Shared path: dataset with factors + snapshot representation -> compute_fn's dict."""
     ground_truth = as_ground_truth(opts.open_dataset())

@@ -80,3 +80,37 @@ def test_calc_metrics_runs_fid_by_url_on_a_gan_pickle(tmp_path, small_fid):
     unknown = run_cli(f'--network={pkl}', '--metrics=fid50k', '--quiet')
     assert unknown.exit_code != 0 and 'unknown metric(s) fid50k' in unknown.output
     assert not os.path.exists(tmp_path / 'metric-fid50k.jsonl')
+
+
+def test_vae_training_passes_metric_options_to_its_metrics(tmp_path, small_fid):
+    from metrics import metric_main
+    data = _write_toy_dataset(str(tmp_path / 'squares'))
+    vae_training_loop(**_loop_kwargs(data, tmp_path / 'vae', total_kimg=0.016, kimg_per_tick=0.016,
+                                     network_snapshot_ticks=1, metrics=['fid50k_full'], metric_kwargs=dict(num_gen=10)))
+    logged = read_jsonl(tmp_path / 'vae' / 'metric-fid50k_full.jsonl')[-1]['results']['fid50k_full']
+    pkl = str(tmp_path / 'vae' / 'vae-snapshot-000000.pkl')
+
+    def fid(**options):
+        return metric_main.calc_metric('fid50k_full', network_pkl=pkl, progress=False, **options).results.fid50k_full
+    assert logged == pytest.approx(fid(num_gen=10), rel=1e-6)   # the option reached the metric...
+    assert logged != pytest.approx(fid(), rel=1e-6)              # ...and it changes the result (24 images)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--metrics=mig', '--metric-options={"num_train": 500}'], None),
+    (['--metrics=mig', '--metric-options={"num_gen": 500}'], '--metric-options num_gen apply to none of the chosen'),
+    (['--metrics=mig', '--metric-options=notjson'], '--metric-options is not valid JSON'),
+    (['--metrics=mig', '--metric-options=[1]'], '--metric-options must be a JSON object'),
+    (['--metric-options={"num_train": 500}'], '--metric-options was given without any metric'),
+    (['--metrics=mig,bogus'], 'unknown metric(s) bogus'),
+])
+@pytest.mark.parametrize('cfg', ['stylegan2', 'betavae'])
+def test_train_checks_metric_options_before_training(tmp_path, cfg, args, message):
+    import train
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', '--data=digits', f'--cfg={cfg}', '--kimg=1',
+                                             '--workers=0', '--dry-run'] + args)
+    if message is None:
+        assert result.exit_code == 0, result.output
+        assert '"metric_kwargs": {\n    "num_train": 500\n  }' in result.output
+        return
+    assert result.exit_code != 0 and message in result.output and 'Traceback' not in result.output

@@ -144,6 +144,7 @@ def training_loop(
     latent_kwargs=None,             # Options for the latent sampler; None = N(0, I) of G's z_dim.
     extra_terms_kwargs=(),          # Options for each pluggable loss term.
     metrics=(),                     # Metric names to evaluate at each network snapshot.
+    metric_kwargs={},               # Metric options (sample sizes etc.), as calc_metrics.py --options.
     random_seed=0,
     num_gpus=1,
     rank=0,
@@ -476,7 +477,7 @@ def training_loop(
             for metric in metrics:
                 result_dict = metric_main.calc_metric(metric=metric, network_pkl=snapshot_pkl, run_dir=run_dir,
                                                       snapshot_data=snapshot_data, dataset_kwargs=training_set_kwargs,
-                                                      num_gpus=num_gpus, rank=rank, device=device)
+                                                      num_gpus=num_gpus, rank=rank, device=device, **metric_kwargs)
                 if rank == 0:
                     metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
                 stats_metrics.update(result_dict.results)

@@ -138,6 +138,7 @@ def vae_training_loop(
     network_snapshot_ticks=50,
     resume_pkl=None,                # VAE snapshot to resume from (exactly, if it carries resume_state).
     metrics=(),                     # Metric names to evaluate at each network snapshot.
+    metric_kwargs={},               # Metric options (sample sizes etc.), as calc_metrics.py --options.
     precision='fp32',               # 'fp32' | 'bf16' (resolved, see vae_precision()).
     device='cpu',
     abort_fn=None,                  # Callable that returns True to stop training early.
@@ -323,7 +324,8 @@ def vae_training_loop(
                 for metric in metrics:
                     result_dict = metric_main.calc_metric(metric=metric, network_pkl=last_snapshot_pkl, run_dir=run_dir,
                                                           snapshot_data=snapshot_data,
-                                                          dataset_kwargs=training_set_kwargs, device=device)
+                                                          dataset_kwargs=training_set_kwargs, device=device,
+                                                          **metric_kwargs)
                     metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=last_snapshot_pkl)
             del snapshot_data
         misc.set_rng_state(training_rng)
@@ -422,14 +424,7 @@ def launch_vae_training(opts):
     c.random_seed = opts.seed
     c.precision = precision
     c.device = device
-    c.metrics = [] if (opts.get('metrics') or 'none').strip().lower() in ('', 'none') \
-        else [m.strip() for m in opts.metrics.split(',') if m.strip()]
-    if c.metrics:
-        from metrics import metric_main
-        unknown = [m for m in c.metrics if not metric_main.is_valid_metric(m)]
-        if unknown:
-            raise host.UserError(f'unknown metric(s) {", ".join(unknown)}; choose from '
-                                 f'{", ".join(metric_main.list_valid_metrics())}.')
+    c.metrics, c.metric_kwargs = host.parse_metric_flags(opts)
 
     resume_pkl, resume_dir = _resolve_vae_resume(opts.resume, host)
     if resume_pkl is not None:
