@@ -419,11 +419,12 @@ def main(**kwargs):
         _exit_after_signal(stopped_by, c.run_dir)
 
 
-def _exit_after_signal(signum, run_dir):
+def _exit_after_signal(signum, run_dir, prefix=None):
     import signal
 
     from training.fault import newest_complete_snapshot
-    print(f'Stopped by {signal.Signals(signum).name}; the final snapshot is {newest_complete_snapshot(run_dir)}. '
+    final = newest_complete_snapshot(run_dir) if prefix is None else newest_complete_snapshot(run_dir, prefix=prefix)
+    print(f'Stopped by {signal.Signals(signum).name}; the final snapshot is {final}. '
           f'Continue with --resume={run_dir} (or --resume=auto).', flush=True)
     raise SystemExit(128 + signum)
 

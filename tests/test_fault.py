@@ -95,6 +95,22 @@ def test_sigterm_writes_a_final_snapshot_and_exits_143(tmp_path, data):
     assert final['resume_state']['cur_nimg'] >= 12  # later than the tick-0 snapshot (4 images)
 
 
+
+def test_sigterm_ends_vae_training_with_a_final_snapshot(tmp_path, data):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    process = subprocess.Popen([sys.executable, 'train.py', f'--outdir={tmp_path}', data, '--cfg=betavae', '--code-dim=3',
+                                '--batch=8', '--kimg=100', '--tick=0.008', '--snap=1000', '--workers=0',
+                                '--precision=fp32'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    wait_for_line(process, 'tick 2')
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, rest
+    assert 'Stopped by SIGTERM' in rest and 'vae-snapshot-' in rest and '--resume=' in rest
+    (run_dir,) = [tmp_path / name for name in os.listdir(tmp_path)]
+    final = load(fault.newest_complete_snapshot(str(run_dir), prefix='vae-snapshot-'))
+    assert final['resume_state']['cur_nimg'] >= 24  # later than the tick-0 snapshot (8 images)
+
 def test_truncated_newest_snapshot_is_skipped_with_a_warning_naming_it(tmp_path):
     good = pickle.dumps({'G_ema': None, 'kimg': 1})
     (tmp_path / 'network-snapshot-000001.pkl').write_bytes(good)

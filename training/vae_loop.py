@@ -264,7 +264,8 @@ def vae_training_loop(
         cur_nimg += batch_size
         batch_idx += 1
         done = cur_nimg >= total_kimg * 1000
-        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+        stop_requested = abort_fn is not None and bool(abort_fn())  # SIGTERM/SIGINT: final snapshot now
+        if not done and not stop_requested and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
             continue
         # Maintenance must not shift the training RNG streams (exact resume).
         training_rng = misc.get_rng_state()
@@ -290,7 +291,7 @@ def vae_training_loop(
         fields += [f"eta {format_time(eta) if not done else '-'}"]
         log(' '.join(fields), flush=True)
 
-        if (not done) and (abort_fn is not None) and abort_fn():
+        if (not done) and stop_requested:
             done = True
             log()
             log('Aborting...')
@@ -456,8 +457,15 @@ def launch_vae_training(opts):
     options_path = os.path.join(c.run_dir, 'training_options.json')
     if not os.path.exists(options_path):
         misc.atomic_write_bytes(options_path, json.dumps(c, indent=2, default=str).encode())
+    from training import fault
+    stop = fault.StopRequest().install()
     with dnnlib.util.Logger(file_name=os.path.join(c.run_dir, 'log.txt'), file_mode='a', should_flush=True):
         try:
-            return vae_training_loop(**c)
+            result = vae_training_loop(**c, abort_fn=stop)
         except TrainingDiverged as err:
             raise host.UserError(str(err))
+        finally:
+            stop.restore()
+    if stop.signum is not None:
+        host._exit_after_signal(stop.signum, c.run_dir, prefix=SNAPSHOT_PREFIX)
+    return result
