@@ -129,12 +129,15 @@ METRIC_SPECS = dict(
 )
 
 
-def generated_features(model, detector, num, seed, batch_size, progress):
+def generated_features(model, detector, num, seed, batch_size, progress, shard=None):
+    """Detector features [num, D] of `num` seeded samples (rendered in parts by the ranks of `shard`)."""
+    from metrics.sharding import SINGLE_PROCESS
+    shard = shard or SINGLE_PROCESS
     features = []
-    for _codes, images in model.iterate(num, seed=seed, batch_size=batch_size):
+    for _codes, images in shard.iterate(model, num, seed=seed, batch_size=batch_size):
         features.append(detector(images).double().cpu().numpy())
         progress.update(len(images))
-    return np.concatenate(features)
+    return shard.gather(np.concatenate(features))
 
 
 def run_metric(opts, metric, options, model_kwargs):
@@ -160,9 +163,10 @@ def run_metric(opts, metric, options, model_kwargs):
     real = feature_cache.real_features(dataset, detector, num_real, capture=capture, seed=opts.seed,
                                        batch_size=options['batch_size'], cache=opts.cache, progress=opts.progress,
                                        desc=f'{metric} real')
-    with Progress(int(options['num_gen']), desc=f'{metric} generated', unit='img', enabled=opts.progress,
+    with Progress(opts.shard.share(options['num_gen']), desc=f'{metric} generated', unit='img', enabled=opts.progress,
                   interval=10.0) as progress:
-        gen = generated_features(model, detector, int(options['num_gen']), opts.seed, options['batch_size'], progress)
+        gen = generated_features(model, detector, int(options['num_gen']), opts.seed, options['batch_size'], progress,
+                                 opts.shard)
     if spec.detector == 'oracle':
         # Oracle features have an arbitrary scale; dividing them by their RMS over the real images makes
         # x.y / d of order 1, as for Inception features, which KID's cubic kernel assumes (and FD values

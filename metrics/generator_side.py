@@ -23,27 +23,29 @@ from dnnlib.progress import Progress
 from metrics.dci import dci_from_codes
 from metrics.ground_truth import MetricError, check_sizes
 from metrics.mig import mig_from_codes
+from metrics.sharding import SINGLE_PROCESS
 
 
-def generated_codes_and_factors(model, oracle, num, seed=0, batch_size=256, progress=None):
-    """(codes float64 [num, code_dim], oracle factors int64 [num, F]) of `num` seeded samples."""
+def generated_codes_and_factors(model, oracle, num, seed=0, batch_size=256, progress=None, shard=SINGLE_PROCESS):
+    """(codes float64 [num, code_dim], oracle factors int64 [num, F]) of `num` seeded samples (split across `shard`'s ranks)."""
     if (model.img_channels, model.img_resolution) != (oracle.img_channels, oracle.img_resolution) \
             and model.img_channels not in (1, 3):
         raise MetricError(f'The model renders {model.img_channels}-channel images, which the oracle of '
                           f'{oracle.img_channels}-channel data cannot label.')
     codes, factors = [], []
-    for batch_codes, images in model.iterate(num, seed=seed, batch_size=batch_size):
+    for batch_codes, images in shard.iterate(model, num, seed=seed, batch_size=batch_size):
         codes.append(batch_codes.double().numpy().reshape(len(batch_codes), -1))
         factors.append(oracle.predict(images).cpu().numpy())
         if progress is not None:
             progress.update(len(batch_codes))
-    return np.concatenate(codes), np.concatenate(factors).astype(np.int64)
+    return shard.gather(np.concatenate(codes)), shard.gather(np.concatenate(factors).astype(np.int64))
 
 
-def compute_mig_gen(model, oracle, seed=0, num_train=10000, num_bins=20, batch_size=256, progress=None):
+def compute_mig_gen(model, oracle, seed=0, num_train=10000, num_bins=20, batch_size=256, progress=None,
+                    shard=SINGLE_PROCESS):
     """MIG between the model's codes and the oracle's factors, overall and per factor."""
     check_sizes(num_train=num_train)
-    codes, factors = generated_codes_and_factors(model, oracle, num_train, seed, batch_size, progress)
+    codes, factors = generated_codes_and_factors(model, oracle, num_train, seed, batch_size, progress, shard)
     if codes.shape[1] < 2:
         raise MetricError(f'mig_gen needs a model with at least 2 code dimensions, got {codes.shape[1]}.')
     score, info, entropy = mig_from_codes(codes, factors, num_bins)
@@ -55,10 +57,11 @@ def compute_mig_gen(model, oracle, seed=0, num_train=10000, num_bins=20, batch_s
 
 
 def compute_dci_gen(model, oracle, seed=0, num_train=10000, num_test=5000, batch_size=256, trees='vectorised',
-                    num_workers=1, progress=None):
+                    num_workers=1, progress=None, shard=SINGLE_PROCESS):
     """DCI between the model's codes and the oracle's factors (train and test sets are disjoint samples)."""
     check_sizes(num_train=num_train, num_test=num_test)
-    codes, factors = generated_codes_and_factors(model, oracle, num_train + num_test, seed, batch_size, progress)
+    codes, factors = generated_codes_and_factors(model, oracle, num_train + num_test, seed, batch_size, progress,
+                                                 shard)
     # A factor that the generator never varies gives the trees a single class: its importance row is zero.
     scores = dci_from_codes(codes[:num_train], factors[:num_train], codes[num_train:], factors[num_train:],
                             num_workers=num_workers, trees=trees)
@@ -87,5 +90,5 @@ def run(opts, metric, compute_fn, model_kwargs, kwargs, num_images):
     model, oracle = model_and_oracle(opts, model_kwargs)
     if opts.progress:
         print(f'{metric}: {model.describe()}')
-    with Progress(num_images, desc=metric, unit='img', enabled=opts.progress, interval=10.0) as progress:
-        return compute_fn(model, oracle, seed=opts.seed, progress=progress, **kwargs)
+    with Progress(opts.shard.share(num_images), desc=metric, unit='img', enabled=opts.progress, interval=10.0) as progress:
+        return compute_fn(model, oracle, seed=opts.seed, progress=progress, shard=opts.shard, **kwargs)

@@ -12,8 +12,11 @@ snapshot with an encoder (`E`) or `Q` head. Generator-side metrics (`mig_gen`, `
 fidelity metrics (`fid50k_full`, `kid50k_full`, `pr50k3_full`, `fd_oracle`, `kid_oracle`,
 `pr_oracle`) need a generator (`G_ema`/`G`) or a VAE decoder (`Dec`); see docs/METRICS.md.
 
-Multi-GPU: the metrics here are cheap next to training and fully determined by the seed, so rank 0
-computes them and the other ranks return empty results (nothing to reduce, no collective calls).
+Multi-GPU (`train.py --gpus=N`, torchrun): the generator-side and fidelity metrics split their
+generated samples across the ranks (metrics/sharding.py: rank r renders its share from its own seed,
+the ranks exchange the features, every rank returns the same results); the encoder-side metrics,
+cheap next to training and fully determined by the seed, run on rank 0 while the other ranks
+return empty results.
 """
 
 import copy
@@ -35,6 +38,7 @@ from metrics import sap as sap_metric
 from metrics.generative import generative_model
 from metrics.ground_truth import MetricError, as_ground_truth
 from metrics.representation import representation_from_snapshot
+from metrics.sharding import Shard
 
 # ----------------------------------------------------------------------------
 
@@ -55,9 +59,10 @@ class MetricOptions:
         self.rank = int(rank)
         self.device = torch.device(device) if device is not None else torch.device('cpu')
         self.seed = int(seed)
-        self.progress = bool(progress)
+        self.progress = bool(progress) and self.rank == 0   # one set of progress lines
         self.cache = bool(cache)
         self.metric_kwargs = metric_kwargs   # overrides of a metric's sample sizes (tests, quick looks)
+        self.shard = Shard(self.rank, self.num_gpus, self.device)   # the split of generated samples
 
     @property
     def snapshot(self):
@@ -108,7 +113,7 @@ def calc_metric(metric, **kwargs):
         raise MetricError(f'Unknown metric {metric!r}; choose from {", ".join(list_valid_metrics())}.')
     opts = MetricOptions(**kwargs)
     start = time.time()
-    results = _metric_dict[metric](opts) if opts.rank == 0 else dict()
+    results = _metric_dict[metric](opts) if opts.rank == 0 or metric in SPLIT_ACROSS_RANKS else dict()
     total_time = time.time() - start
     return dnnlib.EasyDict(
         results=dnnlib.EasyDict({key: float(value) for key, value in results.items()}),
@@ -176,7 +181,7 @@ def metric_option_names(metric):
     fns = _COMPUTE_FNS.get(metric)
     fns = list(fns) if isinstance(fns, (list, tuple)) else [fns] if fns is not None else []
     names = set().union(*[fn if isinstance(fn, dict) else _defaults(fn, {}) for fn in fns])
-    return sorted(names - {'seed', 'progress', 'device', 'dataset'})
+    return sorted(names - {'seed', 'progress', 'device', 'dataset', 'shard'})
 
 
 def parse_metric_names(text):
@@ -293,7 +298,7 @@ def _run_generator_side(opts, metric, compute_fn, num_images):
     model_kwargs.pop('device', None)
     model_kwargs.pop('dataset', None)
     kwargs = _defaults(compute_fn, opts.metric_kwargs)
-    for key in ('seed', 'progress'):
+    for key in ('seed', 'progress', 'shard'):
         kwargs.pop(key, None)
     return generator_side.run(opts, metric, compute_fn, model_kwargs, kwargs, num_images(kwargs))
 
@@ -331,3 +336,6 @@ for _metric, _spec in fidelity.METRIC_SPECS.items():
     register_metric(_fidelity_metric(_metric))
     _COMPUTE_FNS[_metric] = (_spec.options, {k: v for k, v in _defaults(generative_model, {}).items() if k != 'num_z_codes'}) \
         + ((_oracle_options,) if _spec.detector == 'oracle' else ())
+
+# Metrics whose generated samples are split across the ranks of a multi-process run (metrics/sharding.py).
+SPLIT_ACROSS_RANKS = frozenset(['mig_gen', 'dci_gen', *fidelity.METRIC_SPECS])

@@ -60,7 +60,7 @@ def test_calc_metric_uses_the_snapshots_training_set_when_no_data_is_given():
 
 
 def test_other_ranks_return_empty_results():
-    result = metric_main.calc_metric('mig', snapshot_data=dict(E=pooled_encoder()), data='dsprites', rank=1)
+    result = metric_main.calc_metric('mig', snapshot_data=dict(E=pooled_encoder()), data='dsprites', rank=1, num_gpus=2)
     assert result.results == {}
 
 
