@@ -439,3 +439,24 @@ def test_encode_images_matches_the_encoder_and_resizes():
     ref_mu, ref_logvar = encoder(torch.nn.functional.avg_pool2d(images, 2))
     torch.testing.assert_close(mu, ref_mu)
     torch.testing.assert_close(logvar, ref_logvar)
+
+
+def test_model_centrality_reads_an_idgan_snapshot_through_its_encoder(idgan_run):
+    from disentangle.centrality import SnapshotModel, cross_scores, labelled_groups
+    _vae, _run_dir, last, _c = idgan_run
+    with open(last, 'rb') as f:
+        snap = pickle.load(f)
+    model = SnapshotModel(snap, name='idgan')
+    assert (model.kind, model.num_codes) == ('gan', CODE_DIM)
+    generator = torch.Generator().manual_seed(0)
+    label, codes, rest = next(labelled_groups(model, 1, 5, generator))
+    assert label == 0 and torch.equal(codes[:, 0], codes[:1, 0].expand(5))     # the group's code held fixed
+    assert codes[:, 1].unique().numel() == 5 and rest.shape == (5, 2)           # the others and the nuisance vary
+    images = model.render(codes, rest)
+    assert images.shape == (5, 1, RES, RES) and images.dtype == torch.uint8
+    with torch.no_grad():
+        expected, _logvar = snap['E'](images.float() / 127.5 - 1)
+    assert torch.allclose(torch.as_tensor(model.encode(images)).float(), expected, atol=1e-5)  # E's posterior mean
+    copy = SnapshotModel(snap, name='copy')
+    scores = cross_scores([model, copy], num_groups=8, group_size=4, std_samples=16, verbose=False)
+    assert scores.shape == (2, 2) and np.allclose(scores, scores[0, 0])        # identical models score identically
