@@ -38,8 +38,7 @@ import click
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from experiments.idgan_vs_vae import (ENCODER_METRICS, GENERATOR_METRICS, _metrics, _newest, _reused,  # noqa: E402
-                                      _Stages, repo_relative, results_table, side_by_side, write_json_atomic)
+import experiments.idgan_vs_vae as base  # noqa: E402  (its helpers: stages, metrics, table, pictures)
 
 # (cfg, display name, train.py options): each objective's preset default, stated explicitly.
 TEACHERS = [('betavae', 'β-VAE', ('--beta=8',)),
@@ -119,8 +118,8 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
     py = sys.executable
     outdir = os.path.abspath(outdir)
     os.makedirs(outdir, exist_ok=True)
-    generator_plan = [(names, options) for names, options in GENERATOR_METRICS if dci_gen or names != 'dci_gen']
-    stages = _Stages(4 * len(TEACHERS) + 1, budget_minutes)
+    generator_plan = [(names, options) for names, options in base.GENERATOR_METRICS if dci_gen or names != 'dci_gen']
+    stages = base._Stages(4 * len(TEACHERS) + 1, budget_minutes)
     teachers = {cfg: dict(name=name, hyper_params=list(hyper)) for cfg, name, hyper in TEACHERS}
 
     for cfg, name, hyper in TEACHERS:
@@ -128,9 +127,9 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
         if cfg not in vaes:
             stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', f'--cfg={cfg}', *hyper, '--code-dim=10',
                         f'--kimg={vae_kimg:g}', '--tick=10', '--snap=5', '--workers=0', f'--seed={seed}'])
-            vaes[cfg] = os.path.abspath(_newest(outdir, f'-dsprites-{cfg}-', 'vae-snapshot-'))
+            vaes[cfg] = os.path.abspath(base._newest(outdir, f'-dsprites-{cfg}-', 'vae-snapshot-'))
         else:
-            stages.commands.append(_reused(vaes[cfg]))
+            stages.commands.append(base._reused(vaes[cfg]))
         teachers[cfg]['vae_snapshot'] = vaes[cfg]
         stages.end()
 
@@ -140,21 +139,21 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
             stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=idgan', f'--vae={vaes[cfg]}',
                         '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1',
                         '--snap=5', '--distill-weight=0.1', '--workers=0', f'--seed={seed}'])
-            gans[cfg] = os.path.abspath(_newest(outdir, '-dsprites-idgan-', 'network-snapshot-'))
+            gans[cfg] = os.path.abspath(base._newest(outdir, '-dsprites-idgan-', 'network-snapshot-'))
         else:
-            stages.commands.append(_reused(gans[cfg]))
+            stages.commands.append(base._reused(gans[cfg]))
         teachers[cfg]['idgan_snapshot'] = gans[cfg]
         stages.end()
 
     options_used = {}
     for cfg, name, _ in TEACHERS:
         stages.begin(f'encoder-side disentanglement of {name} (FactorVAE, MIG, DCI)')
-        teachers[cfg]['encoder'], options_used['encoder'] = _metrics(
-            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), ENCODER_METRICS)
+        teachers[cfg]['encoder'], options_used['encoder'] = base._metrics(
+            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), base.ENCODER_METRICS)
         stages.end()
     for cfg, name, _ in TEACHERS:
         stages.begin(f'generator side and fidelity of the ID-GAN on {name}')
-        teachers[cfg]['idgan_generator'], options_used['generator'] = _metrics(
+        teachers[cfg]['idgan_generator'], options_used['generator'] = base._metrics(
             stages, py, gans[cfg], os.path.join(outdir, f'metrics-{cfg}-idgan'), generator_plan)
         stages.end()
 
@@ -166,17 +165,17 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
         stages.run([py, 'generate.py', f'--network={gans[cfg]}', '--compare-vae', '--traverse', '--seeds=0',
                     '--steps=7', f'--outdir={pictures_dir}'])
         path = os.path.join(images_dir, f'idgan_teachers_{cfg}_dsprites.png')
-        side_by_side([os.path.join(pictures_dir, 'traverse-seed0000-vae.png'),
+        base.side_by_side([os.path.join(pictures_dir, 'traverse-seed0000-vae.png'),
                       os.path.join(pictures_dir, 'traverse-seed0000.png')], path)
         pictures.append(path)
         gan_traversals.append(os.path.join(pictures_dir, 'traverse-seed0000.png'))
     path = os.path.join(images_dir, 'idgan_teachers_gan_traversals_dsprites.png')
-    side_by_side(gan_traversals, path, gap=16)
+    base.side_by_side(gan_traversals, path, gap=16)
     pictures.append(path)
     stages.end()
 
     wall_minutes = (time.time() - stages.start) / 60
-    table = results_table(table_rows(teachers))
+    table = base.results_table(table_rows(teachers))
     order = ranking(teachers)
     result = dict(
         command='python experiments/idgan_teachers.py ' + ' '.join(sys.argv[1:]),
@@ -184,7 +183,7 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
         threads=os.environ.get('OMP_NUM_THREADS'), code_dim=10, vae_kimg=vae_kimg, gan_kimg=gan_kimg,
         teachers=teachers, ranking=order, metric_options=options_used, stages=stages.log,
         pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
-    write_json_atomic(json_path, repo_relative(result))
+    base.write_json_atomic(json_path, base.repo_relative(result))
     print('\n' + table)
     print(f'\nBy encoder MIG: {" > ".join(order["by_encoder_mig"])}; '
           f'by the ID-GAN\'s mig_gen: {" > ".join(order["by_idgan_mig_gen"])}')

@@ -53,7 +53,7 @@ def test_ranking_orders_best_first_and_compares_the_two_orders():
 def test_table_rows_join_encoder_and_generator_scores():
     teachers = dict(btcvae=dict(hyper_params=['--beta=6'], encoder=dict(factorvae=0.7, mig=0.15),
                                 idgan_generator=dict(mig_gen=0.12, fd_oracle=40.04)))
-    lines = exp.results_table(exp.table_rows(teachers)).split('\n')
+    lines = exp.base.results_table(exp.table_rows(teachers)).split('\n')
     assert lines[2] == '| β-TCVAE (--beta=6) → its ID-GAN | 0.700 | 0.150 | – | 0.120 | – | 40.0 | – | – |'
 
 
