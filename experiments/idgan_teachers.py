@@ -17,8 +17,9 @@ is the model; its helpers are imported from there):
 2. an ID-GAN on each with the demo's CPU widths (`--cfg=idgan --cbase=2048 --cmax=32 --map=2
    --batch=8 --distill-weight=0.1`) for `--gan-kimg` (default 10; or reuse with `--gan=CFG=PKL`);
 3. encoder-side FactorVAE / MIG / DCI of each teacher (the reduced sample sizes of idgan_vs_vae.py);
-4. generator-side `mig_gen` (and `dci_gen` unless `--no-dci-gen`) and fidelity `fd_oracle` /
-   `kid_oracle` / `pr_oracle` of each ID-GAN generator;
+4. generator-side `mig_gen` (and `dci_gen` unless `--no-dci-gen`) of each VAE decoder (codes from the
+   aggregate posterior), and the same plus fidelity `fd_oracle` / `kid_oracle` / `pr_oracle` of each
+   ID-GAN generator;
 5. per teacher the VAE decoder's traversal beside its ID-GAN's for the same code
    (`generate.py --compare-vae --traverse`), and the three ID-GAN traversals side by side.
 
@@ -71,17 +72,23 @@ def rank(teachers, key):
 
 
 def ranking(teachers):
-    """The teachers ranked by the encoder's MIG and by their ID-GAN's mig_gen, and whether the orders agree."""
+    """The teachers ranked by encoder MIG, decoder and ID-GAN mig_gen; do the encoder and ID-GAN orders agree?"""
     by_encoder = rank({cfg: r['encoder'] for cfg, r in teachers.items()}, 'mig')
     by_generator = rank({cfg: r['idgan_generator'] for cfg, r in teachers.items()}, 'mig_gen')
-    return dict(by_encoder_mig=by_encoder, by_idgan_mig_gen=by_generator, same_order=by_encoder == by_generator,
+    by_decoder = rank({cfg: r.get('vae_decoder', {}) for cfg, r in teachers.items()}, 'mig_gen')
+    return dict(by_encoder_mig=by_encoder, by_vae_decoder_mig_gen=by_decoder, by_idgan_mig_gen=by_generator,
+                same_order=by_encoder == by_generator,
                 same_best=bool(by_encoder) and bool(by_generator) and by_encoder[0] == by_generator[0])
 
 
 def table_rows(teachers):
-    """[(row name, results)] for results_table: a teacher's encoder scores and its ID-GAN's generator scores."""
-    return [(f'{TEACHER_NAMES[cfg]} ({" ".join(r["hyper_params"])}) → its ID-GAN',
-             {**r['encoder'], **r['idgan_generator']}) for cfg, r in teachers.items()]
+    """[(row name, results)] for results_table: per teacher, its encoder and decoder, then its ID-GAN generator."""
+    rows = []
+    for cfg, r in teachers.items():
+        name = f'{TEACHER_NAMES[cfg]} ({" ".join(r["hyper_params"])})'
+        rows += [(f'{name}: encoder; decoder', {**r['encoder'], **r.get('vae_decoder', {})}),
+                 (f'{name}: its ID-GAN', r['idgan_generator'])]
+    return rows
 
 
 @click.command()
@@ -93,7 +100,7 @@ def table_rows(teachers):
               metavar='CFG=PKL', multiple=True)
 @click.option('--vae-kimg', help='Length of every teacher run', type=float, default=100, show_default=True)
 @click.option('--gan-kimg', help='Length of every ID-GAN run', type=float, default=10, show_default=True)
-@click.option('--dci-gen/--no-dci-gen', help='Also measure dci_gen of the generators', default=True, show_default=True)
+@click.option('--dci-gen/--no-dci-gen', help='Also measure dci_gen of the decoders and generators', default=True, show_default=True)
 @click.option('--seed', help='Training seed (metrics use seed 0, as disentanglement_lib)', type=int, default=0,
               show_default=True)
 @click.option('--budget-minutes', help='Stated wall-time budget (recorded; a line warns when exceeded)', type=float,
@@ -119,7 +126,8 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
     outdir = os.path.abspath(outdir)
     os.makedirs(outdir, exist_ok=True)
     generator_plan = [(names, options) for names, options in base.GENERATOR_METRICS if dci_gen or names != 'dci_gen']
-    stages = base._Stages(4 * len(TEACHERS) + 1, budget_minutes)
+    decoder_plan = [(names, options) for names, options in generator_plan if names in ('mig_gen', 'dci_gen')]
+    stages = base._Stages(5 * len(TEACHERS) + 1, budget_minutes)
     teachers = {cfg: dict(name=name, hyper_params=list(hyper)) for cfg, name, hyper in TEACHERS}
 
     for cfg, name, hyper in TEACHERS:
@@ -150,6 +158,11 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
         stages.begin(f'encoder-side disentanglement of {name} (FactorVAE, MIG, DCI)')
         teachers[cfg]['encoder'], options_used['encoder'] = base._metrics(
             stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), base.ENCODER_METRICS)
+        stages.end()
+    for cfg, name, _ in TEACHERS:
+        stages.begin(f'generator side of the {name} decoder (aggregate-posterior codes)')
+        teachers[cfg]['vae_decoder'], _ = base._metrics(
+            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), decoder_plan)
         stages.end()
     for cfg, name, _ in TEACHERS:
         stages.begin(f'generator side and fidelity of the ID-GAN on {name}')

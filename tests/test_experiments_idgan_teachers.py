@@ -42,6 +42,7 @@ def test_ranking_orders_best_first_and_compares_the_two_orders():
     order = exp.ranking(teachers)
     assert order['by_encoder_mig'] == ['btcvae', 'factorvae', 'betavae']
     assert order['by_idgan_mig_gen'] == ['betavae', 'factorvae', 'btcvae']
+    assert order['by_vae_decoder_mig_gen'] == []   # no decoder scores given
     assert not order['same_order'] and not order['same_best']
     teachers['btcvae']['idgan_generator']['mig_gen'] = 0.3
     teachers['betavae']['idgan_generator']['mig_gen'] = 0.01
@@ -52,9 +53,10 @@ def test_ranking_orders_best_first_and_compares_the_two_orders():
 
 def test_table_rows_join_encoder_and_generator_scores():
     teachers = dict(btcvae=dict(hyper_params=['--beta=6'], encoder=dict(factorvae=0.7, mig=0.15),
-                                idgan_generator=dict(mig_gen=0.12, fd_oracle=40.04)))
+                                vae_decoder=dict(mig_gen=0.09), idgan_generator=dict(mig_gen=0.12, fd_oracle=40.04)))
     lines = exp.base.results_table(exp.table_rows(teachers)).split('\n')
-    assert lines[2] == '| β-TCVAE (--beta=6) → its ID-GAN | 0.700 | 0.150 | – | 0.120 | – | 40.0 | – | – |'
+    assert lines[2:] == ['| β-TCVAE (--beta=6): encoder; decoder | 0.700 | 0.150 | – | 0.090 | – | – | – | – |',
+                         '| β-TCVAE (--beta=6): its ID-GAN | – | – | – | 0.120 | – | 40.0 | – | – |']
 
 
 @pytest.mark.parametrize('args, message', [
