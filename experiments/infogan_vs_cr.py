@@ -34,8 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'experiments'))
 
-from idgan_vs_vae import _metrics, _newest, _reused, _Stages, format_cell, repo_relative  # noqa: E402
-from idgan_vs_vae import side_by_side, write_json_atomic  # noqa: E402
+import idgan_vs_vae as base  # noqa: E402  (its stage runner, metric reader and picture helpers)
 
 WIDTHS = ['--cbase=1024', '--cmax=32', '--batch=16', '--aug=noaug']
 # The official schedule turns α on for the last ~10% of ~300k iterations; a 10 kimg run has 625 steps,
@@ -58,7 +57,7 @@ def results_table(rows):
     lines = ['| model | ' + ' | '.join(name for name, _, _ in TABLE_COLUMNS) + ' |',
              '| --- |' + ' ---: |' * len(TABLE_COLUMNS)]
     for model, results in rows:
-        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in TABLE_COLUMNS) + ' |')
+        lines.append(f'| {model} | ' + ' | '.join(base.format_cell(results, key, fmt) for _, key, fmt in TABLE_COLUMNS) + ' |')
     return '\n'.join(lines)
 
 
@@ -105,7 +104,7 @@ def main(outdir, infogan_pkl, cr_pkl, kimg, seed, budget_minutes, json_path, ima
     py = sys.executable
     outdir = os.path.abspath(outdir)
     os.makedirs(outdir, exist_ok=True)
-    stages = _Stages(5, budget_minutes)
+    stages = base._Stages(5, budget_minutes)
     start_kimg = cr_start_kimg(kimg)
     common = [f'--outdir={outdir}', '--data=dsprites', f'--seed={seed}'] + WIDTHS + \
              [f'--kimg={kimg:g}', '--tick=1', '--snap=1000', '--workers=0']
@@ -116,16 +115,16 @@ def main(outdir, infogan_pkl, cr_pkl, kimg, seed, budget_minutes, json_path, ima
         stages.begin(f'stage {len(snapshots) + 1}: {cfg} on dSprites, {kimg:g} kimg' + (' (reused)' if given else ''))
         if given is None:
             stages.run([py, 'train.py', f'--cfg={cfg}'] + common + extra)
-            given = _newest(outdir, f'-dsprites-{cfg}-', 'network-snapshot-')
+            given = base._newest(outdir, f'-dsprites-{cfg}-batch', 'network-snapshot-')
         else:
-            stages.commands.append(_reused(given))
+            stages.commands.append(base._reused(given))
         snapshots[key] = os.path.abspath(given)
         stages.end()
 
     results = {}
     for key, label in (('infogan', 'InfoGAN'), ('cr', 'InfoGAN-CR')):
         stages.begin(f'{label}: FactorVAE and MIG through Q, mig_gen through the oracle')
-        scores, options = _metrics(stages, py, snapshots[key], os.path.join(outdir, f'metrics-{key}'), METRICS)
+        scores, options = base._metrics(stages, py, snapshots[key], os.path.join(outdir, f'metrics-{key}'), METRICS)
         scores.update(last_tick_stats(os.path.dirname(snapshots[key])))
         results[key] = scores
         stages.end()
@@ -139,7 +138,7 @@ def main(outdir, infogan_pkl, cr_pkl, kimg, seed, budget_minutes, json_path, ima
                     f'--outdir={folder}'])
     for s in (0, 1):
         path = os.path.join(images_dir, f'infogan_vs_cr_traversal_seed{s}_dsprites.png')
-        side_by_side([os.path.join(outdir, f'traverse-{key}', f'traverse-seed{s:04d}.png') for key in snapshots], path)
+        base.side_by_side([os.path.join(outdir, f'traverse-{key}', f'traverse-seed{s:04d}.png') for key in snapshots], path)
         pictures.append(path)
     stages.end()
 
@@ -152,7 +151,7 @@ def main(outdir, infogan_pkl, cr_pkl, kimg, seed, budget_minutes, json_path, ima
         infogan_snapshot=snapshots['infogan'], cr_snapshot=snapshots['cr'],
         infogan=results['infogan'], infogan_cr=results['cr'], metric_options=options,
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
-    write_json_atomic(json_path, repo_relative(result))
+    base.write_json_atomic(json_path, base.repo_relative(result))
     print('\n' + table)
     print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
     if wall_minutes > budget_minutes:
