@@ -110,16 +110,20 @@ def results_table(seeds, centrality, supervised):
     return '\n'.join(lines)
 
 
-def matrix_image(matrix, labels, path, cell=36):
-    """The similarity matrix as a grey-level picture (white = 0, black = 1) with its values printed; atomic."""
+def matrix_image(matrix, labels, path, cell=36, notes=()):
+    """The similarity matrix as a grey-level picture (white = 0, black = 1) with its values printed and
+    `notes` (lines of text) below it; written atomically."""
     from PIL import Image, ImageDraw
     matrix = np.asarray(matrix, float)
     n, margin = matrix.shape[0], cell
-    image = Image.new('RGB', (margin + n * cell, margin + n * cell), (255, 255, 255))
+    image = Image.new('RGB', (margin + n * cell, margin + n * cell + 14 * len(notes) + (8 if notes else 0)),
+                      (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for k, label in enumerate(labels):
         draw.text((margin + k * cell + 6, 10), label, fill=(0, 0, 0))
         draw.text((4, margin + k * cell + 12), label, fill=(0, 0, 0))
+    for k, note in enumerate(notes):
+        draw.text((4, margin + n * cell + 8 + 14 * k), note, fill=(0, 0, 0))
     for i in range(n):
         for j in range(n):
             level = int(round(255 * (1 - np.clip(matrix[i, j], 0, 1))))
@@ -200,7 +204,10 @@ def main(outdir, cfg, seeds_text, kimg, reuse, budget_minutes, json_path, images
     summary = summarize(seeds, centrality, supervised)
     pick = seeds.index(summary['selected_seed'])
     matrix_png = os.path.join(outdir, 'similarity.png')
-    matrix_image(symmetric, [f's{s}' for s in seeds], matrix_png)
+    notes = ['symmetrised C[i, j]; s = seed'] + [
+        f's{s}: centrality {c:.3f}, FactorVAE {v:.3f}' + ('  <- selected' if k == pick else '')
+        for k, (s, c, v) in enumerate(zip(seeds, centrality, supervised))] + [f'right: traversal of s{seeds[pick]}']
+    matrix_image(symmetric, [f's{s}' for s in seeds], matrix_png, cell=64, notes=notes)
     traversal = os.path.join(os.path.dirname(snapshots[pick]),
                              'traversal' + os.path.basename(snapshots[pick])[len('vae-snapshot-'):-4] + '.png')
     picture = os.path.join(images_dir, 'model_centrality_seeds_dsprites.png')

@@ -74,6 +74,8 @@ def test_results_table_orders_by_centrality_and_marks_the_pick():
 def test_matrix_image_grey_levels_follow_the_values(tmp_path):
     path = str(tmp_path / 'img' / 'm.png')
     exp.matrix_image(np.array([[1.0, 0.0], [0.5, 0.25]]), ['a', 'b'], path, cell=20)
+    exp.matrix_image(np.eye(2), ['a', 'b'], str(tmp_path / 'notes.png'), cell=20, notes=['one', 'two'])
+    assert Image.open(tmp_path / 'notes.png').size == (60, 60 + 2 * 14 + 8)
     pixels = np.asarray(Image.open(path).convert('L'))
     assert pixels.shape == (60, 60)
     corner = lambda i, j: int(pixels[20 + i * 20 + 1, 20 + j * 20 + 1])   # noqa: E731 (cell corner, no text there)
