@@ -151,11 +151,7 @@ def main(outdir, infogan_pkl, cr_pkl, kimg, seed, budget_minutes, json_path, ima
         infogan_snapshot=snapshots['infogan'], cr_snapshot=snapshots['cr'],
         infogan=results['infogan'], infogan_cr=results['cr'], metric_options=options,
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
-    base.write_json_atomic(json_path, base.repo_relative(result))
-    print('\n' + table)
-    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
-    if wall_minutes > budget_minutes:
-        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+    base.finish(json_path, result, table, wall_minutes, budget_minutes)
 
 
 if __name__ == '__main__':

@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, 'experiments'))
 
-from idgan_vs_vae import _Stages, read_last_result, repo_relative, side_by_side, write_json_atomic  # noqa: E402
+from idgan_vs_vae import _Stages, finish, read_last_result, side_by_side  # noqa: E402
 
 # Each objective's strength option and value (the ID-GAN row's β = 8; VAE.md's defaults otherwise).
 VAE_HYPER = {'betavae': ('beta', 8.0), 'btcvae': ('beta', 6.0), 'factorvae': ('gamma', 10.0)}
@@ -226,16 +226,12 @@ def main(outdir, cfg, seeds_text, kimg, reuse, budget_minutes, json_path, images
                 for s, p, c, v in zip(seeds, snapshots, centrality, supervised)],
         symmetric=symmetric.tolist(), scores=selection['scores'], summary=summary,
         stages=stages.log, pictures=[os.path.relpath(picture, REPO)], table=table)
-    write_json_atomic(json_path, repo_relative(result))
-    print('\n' + table)
     rho = summary['spearman']
-    print(f'\nselected seed {summary["selected_seed"]}: supervised FactorVAE {summary["selected_supervised"]:.3f} '
-          f'(rank {summary["selected_rank_by_supervised"]} of {len(seeds)}); best {summary["best"]:.3f}, '
-          f'median {summary["median"]:.3f}, worst {summary["worst"]:.3f}; Spearman '
-          + ('undefined (equal scores)' if rho is None else f'{rho:+.3f}'))
-    print(f'Done in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
-    if wall_minutes > budget_minutes:
-        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+    finish(json_path, result, table, wall_minutes, budget_minutes, summary=(
+        f'selected seed {summary["selected_seed"]}: supervised FactorVAE {summary["selected_supervised"]:.3f} '
+        f'(rank {summary["selected_rank_by_supervised"]} of {len(seeds)}); best {summary["best"]:.3f}, '
+        f'median {summary["median"]:.3f}, worst {summary["worst"]:.3f}; Spearman '
+        + ('undefined (equal scores)' if rho is None else f'{rho:+.3f}')))
 
 
 if __name__ == '__main__':

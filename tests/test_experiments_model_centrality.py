@@ -82,3 +82,13 @@ def test_matrix_image_grey_levels_follow_the_values(tmp_path):
     assert corner(0, 0) == 0 and corner(0, 1) == 255
     assert corner(1, 0) == 128 and corner(1, 1) == 191
     assert os.listdir(tmp_path / 'img') == ['m.png']
+
+
+def test_finish_writes_relative_paths_and_warns_over_budget(tmp_path, capsys):
+    path = str(tmp_path / 'out.json')
+    exp.finish(path, dict(snapshot=os.path.join(exp.REPO, 'runs', 'a.pkl')), '| t |', 3.0, 2.0, summary='pick 3')
+    assert json.load(open(path)) == dict(snapshot=os.path.join('runs', 'a.pkl'))
+    out = capsys.readouterr().out
+    assert '| t |' in out and 'pick 3' in out and 'longer than the stated budget of 2 minutes' in out
+    exp.finish(path, dict(a=1), '| t |', 1.0, 2.0)
+    assert 'warning' not in capsys.readouterr().out
