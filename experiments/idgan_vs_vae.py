@@ -112,6 +112,18 @@ def write_json_atomic(path, data):
     os.replace(tmp, path)
 
 
+def finish(json_path, result, table, wall_minutes, budget_minutes, summary=None):
+    """Write the result (checkout-relative paths) atomically, print the table, an optional summary line and the
+    wall time, and warn when the stated budget was exceeded."""
+    write_json_atomic(json_path, repo_relative(result))
+    print('\n' + table)
+    if summary:
+        print('\n' + summary)
+    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
+    if wall_minutes > budget_minutes:
+        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+
+
 def side_by_side(paths, out_path, gap=8, scale=2):
     """Paste PNGs left to right on a white background (gap in pixels before scaling); written atomically."""
     from PIL import Image
@@ -275,11 +287,7 @@ def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, jso
         vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
         metric_options=dict(encoder=encoder_options, generator=generator_options),
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
-    write_json_atomic(json_path, repo_relative(result))
-    print('\n' + table)
-    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
-    if wall_minutes > budget_minutes:
-        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+    finish(json_path, result, table, wall_minutes, budget_minutes)
 
 
 if __name__ == '__main__':
