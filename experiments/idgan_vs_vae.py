@@ -91,12 +91,13 @@ def format_cell(results, key, fmt):
     return ' / '.join(fmt.format(results[k]) for k in keys)
 
 
-def results_table(rows):
-    """Markdown table of [(model name, results dict)] over TABLE_COLUMNS."""
-    lines = ['| model | ' + ' | '.join(name for name, _, _ in TABLE_COLUMNS) + ' |',
-             '| --- |' + ' ---: |' * len(TABLE_COLUMNS)]
+def results_table(rows, columns=None, first='model'):
+    """Markdown table of [(model name, results dict)] over `columns` (default TABLE_COLUMNS)."""
+    columns = TABLE_COLUMNS if columns is None else columns
+    lines = [f'| {first} | ' + ' | '.join(name for name, _, _ in columns) + ' |',
+             '| --- |' + ' ---: |' * len(columns)]
     for model, results in rows:
-        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in TABLE_COLUMNS) + ' |')
+        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in columns) + ' |')
     return '\n'.join(lines)
 
 
@@ -135,6 +136,15 @@ def side_by_side(paths, out_path, gap=8, scale=2):
     tmp = f'{out_path}.tmp{os.getpid()}.png'
     canvas.save(tmp)
     os.replace(tmp, out_path)
+
+
+def report(json_path, result, table, wall_minutes, budget_minutes):
+    """Write the result JSON (checkout-relative, atomically), print the table and the time against the budget."""
+    write_json_atomic(json_path, repo_relative(result))
+    print('\n' + table)
+    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
+    if wall_minutes > budget_minutes:
+        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
 
 
 class _Stages:
@@ -307,11 +317,7 @@ def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, nuisance_dim, gan_kimg,
         vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
         metric_options=dict(encoder=encoder_options, generator=generator_options),
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
-    write_json_atomic(json_path, repo_relative(result))
-    print('\n' + table)
-    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
-    if wall_minutes > budget_minutes:
-        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+    report(json_path, result, table, wall_minutes, budget_minutes)
 
 
 if __name__ == '__main__':

@@ -35,8 +35,15 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # The stage runner, metric-log reader and file helpers are those of the ID-GAN row.
-from idgan_vs_vae import _metrics, _newest, _reused, _Stages, format_cell, repo_relative, side_by_side, \
-    write_json_atomic  # noqa: E402
+from idgan_vs_vae import (  # noqa: E402
+    _metrics,
+    _newest,
+    _reused,
+    _Stages,
+    report,
+    side_by_side,
+)
+from idgan_vs_vae import results_table as idgan_results_table  # noqa: E402
 
 NUM_Z_CODES = 16   # the whole genome of a 16-gene network; the first 16 z dims of the MLP network
 METRICS = [('fd_oracle,kid_oracle,pr_oracle', None),
@@ -94,12 +101,8 @@ def tile(paths, out_path, columns):
 
 
 def results_table(rows):
-    """Markdown table of [(model name, results dict)] over TABLE_COLUMNS."""
-    lines = ['| mapping | ' + ' | '.join(name for name, _, _ in TABLE_COLUMNS) + ' |',
-             '| --- |' + ' ---: |' * len(TABLE_COLUMNS)]
-    for model, results in rows:
-        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in TABLE_COLUMNS) + ' |')
-    return '\n'.join(lines)
+    """Markdown table of [(mapping name, results dict)] over TABLE_COLUMNS."""
+    return idgan_results_table(rows, TABLE_COLUMNS, first='mapping')
 
 
 @click.command()
@@ -168,11 +171,7 @@ def main(outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, imag
         threads=os.environ.get('OMP_NUM_THREADS'), snapshots=snapshots, num_z_codes=NUM_Z_CODES,
         metric_options={names: options or 'defaults' for names, options in METRICS},
         **results, stages=stages.log, pictures=[os.path.relpath(picture, REPO)], table=table)
-    write_json_atomic(json_path, repo_relative(result))
-    print('\n' + table)
-    print(f'\nDone in {wall_minutes:.1f} min (budget {budget_minutes:g} min) -> {json_path}')
-    if wall_minutes > budget_minutes:
-        print(f'warning: the run took longer than the stated budget of {budget_minutes:g} minutes.')
+    report(json_path, result, table, wall_minutes, budget_minutes)
 
 
 if __name__ == '__main__':
