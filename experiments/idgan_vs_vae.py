@@ -1,6 +1,7 @@
-"""ID-GAN against its own VAE on dSprites: the ID-GAN paper's central claim, at CPU scale. One command, seed 0.
+"""ID-GAN against its own VAE on dSprites or 3D Shapes: the ID-GAN paper's central claim, at CPU scale. Seed 0.
 
-    OMP_NUM_THREADS=1 python experiments/idgan_vs_vae.py --outdir=runs/idgan_vs_vae
+    OMP_NUM_THREADS=1 python experiments/idgan_vs_vae.py                      # dSprites
+    OMP_NUM_THREADS=1 python experiments/idgan_vs_vae.py --data=shapes3d      # 3D Shapes look-alike, colour
 
 Claim tested: an ID-GAN generator trained on a β-VAE's code is far more faithful to the data than the
 VAE's decoder, while being about as disentangled as that decoder when both are asked the
@@ -8,11 +9,13 @@ generator's question (does moving code i move one factor of the image?).
 
 Stages, each an ordinary command of the project, printed before it runs:
 
-1. stage 1, the README's β-VAE: `train.py --cfg=betavae --beta=8 --code-dim=10 --kimg=20`
-   (or reuse one with `--vae=`);
+1. stage 1, a β-VAE with 10 codes (or reuse one with `--vae=`): on dSprites the README's
+   `train.py --cfg=betavae --beta=8 --code-dim=10 --kimg=20`; on 3D Shapes β = 4, 100 kimg and the
+   Gaussian decoder that `--recon=auto` picks for colour data (DATA_SETTINGS);
 2. stage 2, ID-GAN on it with the demo's CPU widths (`--cfg=idgan --cbase=2048 --cmax=32 --map=2
    --batch=8 --distill-weight=0.1`) for `--gan-kimg` (default 20, twice the demo's 10; or reuse one
-   with `--gan=`);
+   with `--gan=`), with a Gaussian nuisance of `--nuisance-dim` (0 on dSprites, the official
+   ID-GAN's 256 on 3D Shapes);
 3. encoder-side FactorVAE / MIG / DCI of the VAE (`calc_metrics.py`; FactorVAE and DCI with reduced
    sample sizes, listed in the JSON);
 4. generator-side `mig_gen` / `dci_gen` (factor oracle) and fidelity `fd_oracle` / `kid_oracle` /
@@ -20,7 +23,7 @@ Stages, each an ordinary command of the project, printed before it runs:
 5. the VAE decoder's traversal beside the ID-GAN generator's for the same code, and decoder vs
    generator samples (`generate.py --compare-vae`), combined into docs/images/.
 
-Writes docs/results/idgan_vs_vae_dsprites.json atomically (numbers, commands, per-stage wall time)
+Writes docs/results/idgan_vs_vae_<data>.json atomically (numbers, commands, per-stage wall time)
 and prints the results table of docs/RESULTS.md. Budget: about 35 minutes of wall time on a shared
 2-core machine (`--budget-minutes` only states it: the run is not cut short, the JSON records the
 time it took and a line warns when it was exceeded).
@@ -37,6 +40,11 @@ import click
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+# Per dataset: stage-1 β and length, the ID-GAN nuisance width, the default run directory. dSprites is the
+# official ID-GAN setting (nuisance 0); 3D Shapes takes the official nuisance of its other datasets (256).
+DATA_SETTINGS = dict(dsprites=dict(beta=8, vae_kimg=20, nuisance_dim=0, outdir='runs/idgan_vs_vae'),
+                     shapes3d=dict(beta=4, vae_kimg=100, nuisance_dim=256, outdir='runs/idgan_vs_vae_shapes3d'))
 
 # Reduced sample sizes (the defaults are in docs/METRICS.md); None = the metric's defaults.
 ENCODER_METRICS = [('factorvae', dict(num_train=2000, num_eval=1000, num_variance_estimate=2000)),
@@ -83,12 +91,13 @@ def format_cell(results, key, fmt):
     return ' / '.join(fmt.format(results[k]) for k in keys)
 
 
-def results_table(rows):
-    """Markdown table of [(model name, results dict)] over TABLE_COLUMNS."""
-    lines = ['| model | ' + ' | '.join(name for name, _, _ in TABLE_COLUMNS) + ' |',
-             '| --- |' + ' ---: |' * len(TABLE_COLUMNS)]
+def results_table(rows, columns=None, first='model'):
+    """Markdown table of [(model name, results dict)] over `columns` (default TABLE_COLUMNS)."""
+    columns = TABLE_COLUMNS if columns is None else columns
+    lines = [f'| {first} | ' + ' | '.join(name for name, _, _ in columns) + ' |',
+             '| --- |' + ' ---: |' * len(columns)]
     for model, results in rows:
-        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in TABLE_COLUMNS) + ' |')
+        lines.append(f'| {model} | ' + ' | '.join(format_cell(results, key, fmt) for _, key, fmt in columns) + ' |')
     return '\n'.join(lines)
 
 
@@ -167,6 +176,20 @@ class _Stages:
         self.done += 1
 
 
+def vae_command(py, outdir, data, beta, vae_kimg, seed):
+    """Stage 1: train.py arguments of the β-VAE."""
+    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}', '--cfg=betavae', f'--beta={beta:g}',
+            '--code-dim=10', f'--kimg={vae_kimg:g}', '--tick=4', '--snap=100', '--workers=0', f'--seed={seed}']
+
+
+def gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed):
+    """Stage 2: train.py arguments of the ID-GAN (`--nuisance-dim` only when non-zero, the preset's default)."""
+    nuisance = [f'--nuisance-dim={nuisance_dim}'] if nuisance_dim else []
+    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}', '--cfg=idgan', f'--vae={vae_pkl}'] + nuisance + [
+        '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1', '--snap=5',
+        '--distill-weight=0.1', '--workers=0', f'--seed={seed}']
+
+
 def _newest(run_root, pattern_dir, prefix):
     runs = sorted(d for d in os.listdir(run_root) if pattern_dir in d and os.path.isdir(os.path.join(run_root, d)))
     for run in reversed(runs):
@@ -181,10 +204,10 @@ def _reused(pkl):
     return f'reused {os.path.abspath(pkl)}' + (f' (training options: {options})' if os.path.isfile(options) else '')
 
 
-def _metrics(stages, py, pkl, run_dir, plan):
+def _metrics(stages, py, pkl, run_dir, plan, data):
     results, options_used = {}, {}
     for names, options in plan:
-        cmd = [py, 'calc_metrics.py', f'--network={pkl}', f'--metrics={names}', '--data=dsprites',
+        cmd = [py, 'calc_metrics.py', f'--network={pkl}', f'--metrics={names}', f'--data={data}',
                f'--run-dir={run_dir}', '--seed=0']
         if options:
             cmd.append('--options=' + json.dumps(options))
@@ -196,22 +219,34 @@ def _metrics(stages, py, pkl, run_dir, plan):
 
 
 @click.command()
-@click.option('--outdir', help='Where the training runs and metric logs go', default='runs/idgan_vs_vae', show_default=True)
+@click.option('--data', help='Built-in dataset', type=click.Choice(sorted(DATA_SETTINGS)), default='dsprites',
+              show_default=True)
+@click.option('--outdir', help='Where the training runs and metric logs go  [default: runs/idgan_vs_vae, '
+              'runs/idgan_vs_vae_shapes3d]')
 @click.option('--vae', 'vae_pkl', help='Reuse this β-VAE snapshot instead of training stage 1', metavar='PKL')
 @click.option('--gan', 'gan_pkl', help='Reuse this ID-GAN snapshot (trained on --vae) instead of training stage 2',
               metavar='PKL')
-@click.option('--vae-kimg', help='Length of the β-VAE run', type=float, default=20, show_default=True)
+@click.option('--vae-kimg', help='Length of the β-VAE run  [default: 20 dSprites, 100 3D Shapes]', type=float)
+@click.option('--beta', help='β of the β-VAE  [default: 8 dSprites, 4 3D Shapes]', type=click.FloatRange(min=0))
+@click.option('--nuisance-dim', help='ID-GAN nuisance width  [default: 0 dSprites, 256 3D Shapes]',
+              type=click.IntRange(min=0))
 @click.option('--gan-kimg', help='Length of the ID-GAN run', type=float, default=20, show_default=True)
 @click.option('--seed', help='Training seed (metrics use seed 0, as disentanglement_lib)', type=int, default=0,
               show_default=True)
 @click.option('--budget-minutes', help='Stated wall-time budget (recorded; a line warns when exceeded)', type=float,
               default=35, show_default=True)
-@click.option('--json', 'json_path', help='Result file',
-              default=os.path.join(REPO, 'docs/results/idgan_vs_vae_dsprites.json'), show_default=True)
+@click.option('--json', 'json_path', help='Result file  [default: docs/results/idgan_vs_vae_<data>.json]')
 @click.option('--images', 'images_dir', help='Where the pictures go', default=os.path.join(REPO, 'docs/images'),
               show_default=True)
-def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, json_path, images_dir):
-    """Train (or reuse) a β-VAE and its ID-GAN on dSprites, then compare disentanglement and fidelity."""
+def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, nuisance_dim, gan_kimg, seed, budget_minutes, json_path,
+         images_dir):
+    """Train (or reuse) a β-VAE and its ID-GAN on dSprites or 3D Shapes, then compare disentanglement and fidelity."""
+    settings = DATA_SETTINGS[data]
+    outdir = settings['outdir'] if outdir is None else outdir
+    vae_kimg = settings['vae_kimg'] if vae_kimg is None else vae_kimg
+    beta = settings['beta'] if beta is None else beta
+    nuisance_dim = settings['nuisance_dim'] if nuisance_dim is None else nuisance_dim
+    json_path = os.path.join(REPO, f'docs/results/idgan_vs_vae_{data}.json') if json_path is None else json_path
     for name, path in (('--vae', vae_pkl), ('--gan', gan_pkl)):
         if path is not None and not os.path.isfile(path):
             raise click.BadParameter(f'{path} is not a file; give a snapshot .pkl or leave {name} out to train one.',
@@ -224,22 +259,20 @@ def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, jso
     os.makedirs(outdir, exist_ok=True)
     stages = _Stages(6, budget_minutes)
 
-    stages.begin(f'stage 1: β-VAE on dSprites, {vae_kimg:g} kimg' + (' (reused)' if vae_pkl else ''))
+    stages.begin(f'stage 1: β-VAE on {data}, β = {beta:g}, {vae_kimg:g} kimg' + (' (reused)' if vae_pkl else ''))
     if vae_pkl is None:
-        stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=betavae', '--beta=8',
-                    '--code-dim=10', f'--kimg={vae_kimg:g}', '--tick=4', '--snap=100', '--workers=0', f'--seed={seed}'])
-        vae_pkl = _newest(outdir, '-dsprites-betavae', 'vae-snapshot-')
+        stages.run(vae_command(py, outdir, data, beta, vae_kimg, seed))
+        vae_pkl = _newest(outdir, f'-{data}-betavae', 'vae-snapshot-')
     else:
         stages.commands.append(_reused(vae_pkl))
     vae_pkl = os.path.abspath(vae_pkl)
     stages.end()
 
-    stages.begin(f'stage 2: ID-GAN on the VAE code, {gan_kimg:g} kimg' + (' (reused)' if gan_pkl else ''))
+    stages.begin(f'stage 2: ID-GAN on the VAE code, nuisance {nuisance_dim}, {gan_kimg:g} kimg'
+                 + (' (reused)' if gan_pkl else ''))
     if gan_pkl is None:
-        stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=idgan', f'--vae={vae_pkl}',
-                    '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1',
-                    '--snap=5', '--distill-weight=0.1', '--workers=0', f'--seed={seed}'])
-        gan_pkl = _newest(outdir, '-dsprites-idgan', 'network-snapshot-')
+        stages.run(gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed))
+        gan_pkl = _newest(outdir, f'-{data}-idgan', 'network-snapshot-')
     else:
         stages.commands.append(_reused(gan_pkl))
     gan_pkl = os.path.abspath(gan_pkl)
@@ -247,15 +280,15 @@ def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, jso
 
     stages.begin('encoder-side disentanglement of the VAE (FactorVAE, MIG, DCI)')
     vae_dir, gan_dir = os.path.join(outdir, 'metrics-vae'), os.path.join(outdir, 'metrics-idgan')
-    encoder, encoder_options = _metrics(stages, py, vae_pkl, vae_dir, ENCODER_METRICS)
+    encoder, encoder_options = _metrics(stages, py, vae_pkl, vae_dir, ENCODER_METRICS, data)
     stages.end()
 
     stages.begin('generator side and fidelity of the VAE decoder (aggregate-posterior codes)')
-    decoder, generator_options = _metrics(stages, py, vae_pkl, vae_dir, GENERATOR_METRICS)
+    decoder, generator_options = _metrics(stages, py, vae_pkl, vae_dir, GENERATOR_METRICS, data)
     stages.end()
 
     stages.begin('generator side and fidelity of the ID-GAN generator')
-    idgan, _ = _metrics(stages, py, gan_pkl, gan_dir, GENERATOR_METRICS)
+    idgan, _ = _metrics(stages, py, gan_pkl, gan_dir, GENERATOR_METRICS, data)
     stages.end()
 
     stages.begin('pictures: VAE decoder beside the ID-GAN generator, same codes')
@@ -266,11 +299,11 @@ def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, jso
     stages.run([py, 'generate.py', f'--network={gan_pkl}', '--compare-vae', '--seeds=0-11', f'--outdir={pictures_dir}'])
     pictures = []
     for s in (0, 1):
-        path = os.path.join(images_dir, f'idgan_vs_vae_traversal_seed{s}_dsprites.png')
+        path = os.path.join(images_dir, f'idgan_vs_vae_traversal_seed{s}_{data}.png')
         side_by_side([os.path.join(pictures_dir, f'traverse-seed{s:04d}-vae.png'),
                       os.path.join(pictures_dir, f'traverse-seed{s:04d}.png')], path)
         pictures.append(path)
-    path = os.path.join(images_dir, 'idgan_vs_vae_samples_dsprites.png')
+    path = os.path.join(images_dir, f'idgan_vs_vae_samples_{data}.png')
     side_by_side([os.path.join(pictures_dir, 'compare-vae.png')], path, gap=0)
     pictures.append(path)
     stages.end()
@@ -281,9 +314,9 @@ def main(outdir, vae_pkl, gan_pkl, vae_kimg, gan_kimg, seed, budget_minutes, jso
     table = results_table(rows)
     result = dict(
         command='python experiments/idgan_vs_vae.py ' + ' '.join(sys.argv[1:]),
-        dataset='dsprites', seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
+        dataset=data, seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
         threads=os.environ.get('OMP_NUM_THREADS'), vae_snapshot=vae_pkl, idgan_snapshot=gan_pkl,
-        vae_kimg=vae_kimg, gan_kimg=gan_kimg,
+        vae_kimg=vae_kimg, gan_kimg=gan_kimg, beta=beta, nuisance_dim=nuisance_dim,
         vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
         metric_options=dict(encoder=encoder_options, generator=generator_options),
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)

@@ -73,3 +73,29 @@ def test_results_name_files_relative_to_the_checkout(tmp_path):
                   kimg=20, nested=dict(path='/elsewhere/c.pkl'))
     assert exp.repo_relative(result, repo='/some/checkout') == dict(
         snapshot='runs/a.pkl', commands=['python x.py --network=runs/b.pkl'], kimg=20, nested=dict(path='/elsewhere/c.pkl'))
+
+
+def test_dsprites_commands_are_the_committed_ones_and_shapes3d_adds_the_nuisance():
+    settings = exp.DATA_SETTINGS['dsprites']
+    vae = exp.vae_command('python', 'runs/idgan_vs_vae', 'dsprites', settings['beta'], settings['vae_kimg'], 0)
+    assert ' '.join(vae) == ('python train.py --outdir=runs/idgan_vs_vae --data=dsprites --cfg=betavae --beta=8 '
+                             '--code-dim=10 --kimg=20 --tick=4 --snap=100 --workers=0 --seed=0')
+    gan = exp.gan_command('python', 'runs/idgan_vs_vae', 'dsprites', 'v.pkl', 20, settings['nuisance_dim'], 0)
+    assert ' '.join(gan) == ('python train.py --outdir=runs/idgan_vs_vae --data=dsprites --cfg=idgan --vae=v.pkl '
+                             '--cbase=2048 --cmax=32 --map=2 --batch=8 --kimg=20 --tick=1 --snap=5 '
+                             '--distill-weight=0.1 --workers=0 --seed=0')
+    shapes = exp.DATA_SETTINGS['shapes3d']
+    gan = exp.gan_command('python', 'o', 'shapes3d', 'v.pkl', 12.5, shapes['nuisance_dim'], 1)
+    assert gan[3:7] == ['--data=shapes3d', '--cfg=idgan', '--vae=v.pkl', '--nuisance-dim=256']
+    assert '--kimg=12.5' in gan and gan[-1] == '--seed=1'
+    assert '--beta=4' in exp.vae_command('python', 'o', 'shapes3d', shapes['beta'], shapes['vae_kimg'], 0)
+
+
+def test_cli_refuses_a_gan_without_its_vae_and_an_unknown_dataset(tmp_path):
+    from click.testing import CliRunner
+    gan = tmp_path / 'g.pkl'
+    gan.write_bytes(b'x')
+    result = CliRunner().invoke(exp.main, ['--data=shapes3d', f'--gan={gan}', f'--outdir={tmp_path}'])
+    assert result.exit_code != 0 and '--gan needs the --vae' in result.output
+    result = CliRunner().invoke(exp.main, ['--data=mnist', f'--outdir={tmp_path}'])
+    assert result.exit_code != 0 and 'mnist' in result.output
