@@ -176,9 +176,13 @@ class _Stages:
         self.done += 1
 
 
-def vae_command(py, outdir, data, beta, vae_kimg, seed):
-    """Stage 1: train.py arguments of the β-VAE."""
-    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}', '--cfg=betavae', f'--beta={beta:g}',
+# Stage-1 objectives the script can train (both weigh their regulariser with --beta), and their table names.
+VAE_CFGS = {'betavae': 'β-VAE', 'btcvae': 'β-TCVAE'}
+
+
+def vae_command(py, outdir, data, beta, vae_kimg, seed, vae_cfg='betavae'):
+    """Stage 1: train.py arguments of the VAE (the β-VAE unless `vae_cfg` says otherwise)."""
+    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}', f'--cfg={vae_cfg}', f'--beta={beta:g}',
             '--code-dim=10', f'--kimg={vae_kimg:g}', '--tick=4', '--snap=100', '--workers=0', f'--seed={seed}']
 
 
@@ -228,6 +232,8 @@ def _metrics(stages, py, pkl, run_dir, plan, data):
               metavar='PKL')
 @click.option('--vae-kimg', help='Length of the β-VAE run  [default: 20 dSprites, 100 3D Shapes]', type=float)
 @click.option('--beta', help='β of the β-VAE  [default: 8 dSprites, 4 3D Shapes]', type=click.FloatRange(min=0))
+@click.option('--vae-cfg', help='Stage-1 objective (btcvae: β weighs the total correlation; give --beta)',
+              type=click.Choice(sorted(VAE_CFGS)), default='betavae', show_default=True)
 @click.option('--nuisance-dim', help='ID-GAN nuisance width  [default: 0 dSprites, 256 3D Shapes]',
               type=click.IntRange(min=0))
 @click.option('--gan-kimg', help='Length of the ID-GAN run', type=float, default=20, show_default=True)
@@ -238,15 +244,19 @@ def _metrics(stages, py, pkl, run_dir, plan, data):
 @click.option('--json', 'json_path', help='Result file  [default: docs/results/idgan_vs_vae_<data>.json]')
 @click.option('--images', 'images_dir', help='Where the pictures go', default=os.path.join(REPO, 'docs/images'),
               show_default=True)
-def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, nuisance_dim, gan_kimg, seed, budget_minutes, json_path,
-         images_dir):
+def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, vae_cfg, nuisance_dim, gan_kimg, seed, budget_minutes,
+         json_path, images_dir):
     """Train (or reuse) a β-VAE and its ID-GAN on dSprites or 3D Shapes, then compare disentanglement and fidelity."""
     settings = DATA_SETTINGS[data]
-    outdir = settings['outdir'] if outdir is None else outdir
+    if vae_cfg != 'betavae' and beta is None:
+        raise click.BadParameter(f'--vae-cfg={vae_cfg} needs --beta (the defaults are the β-VAE\'s).',
+                                 param_hint='--beta')
+    tag = data if vae_cfg == 'betavae' else f'{data}_{vae_cfg}'   # file names of this variant
+    outdir = settings['outdir'] + ('' if vae_cfg == 'betavae' else f'_{vae_cfg}') if outdir is None else outdir
     vae_kimg = settings['vae_kimg'] if vae_kimg is None else vae_kimg
     beta = settings['beta'] if beta is None else beta
     nuisance_dim = settings['nuisance_dim'] if nuisance_dim is None else nuisance_dim
-    json_path = os.path.join(REPO, f'docs/results/idgan_vs_vae_{data}.json') if json_path is None else json_path
+    json_path = os.path.join(REPO, f'docs/results/idgan_vs_vae_{tag}.json') if json_path is None else json_path
     for name, path in (('--vae', vae_pkl), ('--gan', gan_pkl)):
         if path is not None and not os.path.isfile(path):
             raise click.BadParameter(f'{path} is not a file; give a snapshot .pkl or leave {name} out to train one.',
@@ -259,10 +269,10 @@ def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, nuisance_dim, gan_kimg,
     os.makedirs(outdir, exist_ok=True)
     stages = _Stages(6, budget_minutes)
 
-    stages.begin(f'stage 1: β-VAE on {data}, β = {beta:g}, {vae_kimg:g} kimg' + (' (reused)' if vae_pkl else ''))
+    stages.begin(f'stage 1: {VAE_CFGS[vae_cfg]} on {data}, β = {beta:g}, {vae_kimg:g} kimg' + (' (reused)' if vae_pkl else ''))
     if vae_pkl is None:
-        stages.run(vae_command(py, outdir, data, beta, vae_kimg, seed))
-        vae_pkl = _newest(outdir, f'-{data}-betavae', 'vae-snapshot-')
+        stages.run(vae_command(py, outdir, data, beta, vae_kimg, seed, vae_cfg))
+        vae_pkl = _newest(outdir, f'-{data}-{vae_cfg}', 'vae-snapshot-')
     else:
         stages.commands.append(_reused(vae_pkl))
     vae_pkl = os.path.abspath(vae_pkl)
@@ -299,24 +309,24 @@ def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, nuisance_dim, gan_kimg,
     stages.run([py, 'generate.py', f'--network={gan_pkl}', '--compare-vae', '--seeds=0-11', f'--outdir={pictures_dir}'])
     pictures = []
     for s in (0, 1):
-        path = os.path.join(images_dir, f'idgan_vs_vae_traversal_seed{s}_{data}.png')
+        path = os.path.join(images_dir, f'idgan_vs_vae_traversal_seed{s}_{tag}.png')
         side_by_side([os.path.join(pictures_dir, f'traverse-seed{s:04d}-vae.png'),
                       os.path.join(pictures_dir, f'traverse-seed{s:04d}.png')], path)
         pictures.append(path)
-    path = os.path.join(images_dir, f'idgan_vs_vae_samples_{data}.png')
+    path = os.path.join(images_dir, f'idgan_vs_vae_samples_{tag}.png')
     side_by_side([os.path.join(pictures_dir, 'compare-vae.png')], path, gap=0)
     pictures.append(path)
     stages.end()
 
     wall_minutes = (time.time() - stages.start) / 60
-    rows = [('β-VAE (encoder; decoder on the aggregate posterior)', {**encoder, **decoder}),
+    rows = [(f'{VAE_CFGS[vae_cfg]} (encoder; decoder on the aggregate posterior)', {**encoder, **decoder}),
             ('ID-GAN generator on that VAE code', idgan)]
     table = results_table(rows)
     result = dict(
         command='python experiments/idgan_vs_vae.py ' + ' '.join(sys.argv[1:]),
         dataset=data, seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
         threads=os.environ.get('OMP_NUM_THREADS'), vae_snapshot=vae_pkl, idgan_snapshot=gan_pkl,
-        vae_kimg=vae_kimg, gan_kimg=gan_kimg, beta=beta, nuisance_dim=nuisance_dim,
+        vae_cfg=vae_cfg, vae_kimg=vae_kimg, gan_kimg=gan_kimg, beta=beta, nuisance_dim=nuisance_dim,
         vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
         metric_options=dict(encoder=encoder_options, generator=generator_options),
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)

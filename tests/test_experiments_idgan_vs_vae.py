@@ -89,6 +89,15 @@ def test_dsprites_commands_are_the_committed_ones_and_shapes3d_adds_the_nuisance
     assert gan[3:7] == ['--data=shapes3d', '--cfg=idgan', '--vae=v.pkl', '--nuisance-dim=256']
     assert '--kimg=12.5' in gan and gan[-1] == '--seed=1'
     assert '--beta=4' in exp.vae_command('python', 'o', 'shapes3d', shapes['beta'], shapes['vae_kimg'], 0)
+    tc = exp.vae_command('python', 'o', 'dsprites', 6, 100, 0, vae_cfg='btcvae')
+    assert tc[3:6] == ['--data=dsprites', '--cfg=btcvae', '--beta=6'] and '--kimg=100' in tc
+
+
+def test_cli_needs_beta_for_another_vae_objective(tmp_path):
+    from click.testing import CliRunner
+    result = CliRunner().invoke(exp.main, ['--vae-cfg=btcvae', f'--outdir={tmp_path}'])
+    assert result.exit_code != 0 and '--vae-cfg=btcvae needs --beta' in result.output
+    assert os.listdir(tmp_path) == []
 
 
 def test_cli_refuses_a_gan_without_its_vae_and_an_unknown_dataset(tmp_path):
