@@ -63,10 +63,8 @@ def _configure_stylegan2(c, opts, training_set):
 
 def parse_metric_flags(opts):
     """(metric names, metric options) of --metrics / --metric-options, checked before training starts."""
-    if (opts.get('metrics') or 'none').strip().lower() in ('', 'none'):
-        if opts.get('metric_options'):
-            raise UserError('--metric-options was given without any metric to apply it to; add --metrics.')
-        return [], {}
+    if (opts.get('metrics') or 'none').strip().lower() in ('', 'none') and not opts.get('metric_options'):
+        return [], {}   # the usual case: no need to import the metrics package
     try:
         from metrics import metric_main
         from metrics.ground_truth import MetricError
