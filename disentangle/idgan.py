@@ -12,7 +12,7 @@ the generated image area-resized to its resolution (both sides use [-1, 1], so n
 it is never stepped and D never sees the term.
 
 Choices for our CPU-sized networks (docs/IDGAN.md says why): lambda = 0.1 with a 1 kimg linear
-warm-up, no style mixing (a second latent in the upper layers would render another code than the
+warm-up, R1 gamma = 10 unless --gamma is given, no style mixing (a second latent in the upper layers would render another code than the
 one the term asks E to recover), code entering the mapping network unnormalised.
 """
 
@@ -24,7 +24,7 @@ import torch
 from torch_utils import training_stats
 from training.loss import LossTerm, autocast_context
 
-DEFAULTS = dict(distill_weight=0.1, distill_warmup=1.0, nuisance_dim=0, bank_size=20000)
+DEFAULTS = dict(distill_weight=0.1, distill_warmup=1.0, nuisance_dim=0, bank_size=20000, r1_gamma=10.0)
 STAT_PREFIX = 'IDGAN'
 
 
@@ -133,6 +133,11 @@ def configure_idgan(c, opts, training_set):
     c.G_kwargs.mapping_kwargs.class_name = 'disentangle.latents.CodeMappingNetwork'
     c.G_kwargs.mapping_kwargs.code_dim = code_dim
     c.loss_kwargs.style_mixing_prob = 0  # mixing would render another code than the one distilled
+    if opts.get('gamma') is None:
+        # R1 gamma = 10, as both ID-GAN references, instead of the `auto` rule's 0.0002 res^2 / batch
+        # (0.1 at 64x64, batch 8): under that weak R1 the discriminator overpowered the distillation term
+        # on dSprites (docs/IDGAN.md, "R1 weight").
+        c.loss_kwargs.r1_gamma = DEFAULTS['r1_gamma']
     weight = opts.get('distill_weight')
     warmup = opts.get('distill_warmup')
     c.extra_terms_kwargs = list(c.extra_terms_kwargs) + [dict(

@@ -100,6 +100,8 @@ def table_rows(teachers):
               metavar='CFG=PKL', multiple=True)
 @click.option('--vae-kimg', help='Length of every teacher run', type=float, default=100, show_default=True)
 @click.option('--gan-kimg', help='Length of every ID-GAN run', type=float, default=10, show_default=True)
+@click.option('--gan-gamma', 'gamma', help='R1 weight of the ID-GAN runs  [default: the idgan preset\'s, 10]',
+              type=click.FloatRange(min=0))
 @click.option('--dci-gen/--no-dci-gen', help='Also measure dci_gen of the decoders and generators', default=True, show_default=True)
 @click.option('--seed', help='Training seed (metrics use seed 0, as disentanglement_lib)', type=int, default=0,
               show_default=True)
@@ -109,7 +111,7 @@ def table_rows(teachers):
               default=os.path.join(REPO, 'docs/results/idgan_teachers_dsprites.json'), show_default=True)
 @click.option('--images', 'images_dir', help='Where the pictures go', default=os.path.join(REPO, 'docs/images'),
               show_default=True)
-def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget_minutes, json_path, images_dir):
+def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, dci_gen, seed, budget_minutes, json_path, images_dir):
     """Train (or reuse) three VAE teachers and an ID-GAN on each on dSprites, then compare them.
 
     \b
@@ -146,7 +148,8 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
         if cfg not in gans:
             stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=idgan', f'--vae={vaes[cfg]}',
                         '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1',
-                        '--snap=5', '--distill-weight=0.1', '--workers=0', f'--seed={seed}'])
+                        '--snap=5', '--distill-weight=0.1', '--workers=0', f'--seed={seed}']
+                       + ([] if gamma is None else [f'--gamma={gamma:g}']))
             gans[cfg] = os.path.abspath(base._newest(outdir, '-dsprites-idgan-', 'network-snapshot-'))
         else:
             stages.commands.append(base._reused(gans[cfg]))
@@ -193,7 +196,7 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, dci_gen, seed, budget
     result = dict(
         command='python experiments/idgan_teachers.py ' + ' '.join(sys.argv[1:]),
         dataset='dsprites', seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
-        threads=os.environ.get('OMP_NUM_THREADS'), code_dim=10, vae_kimg=vae_kimg, gan_kimg=gan_kimg,
+        threads=os.environ.get('OMP_NUM_THREADS'), code_dim=10, vae_kimg=vae_kimg, gan_kimg=gan_kimg, gamma=gamma,
         teachers=teachers, ranking=order, metric_options=options_used, stages=stages.log,
         pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
     base.write_json_atomic(json_path, base.repo_relative(result))

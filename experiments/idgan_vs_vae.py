@@ -186,10 +186,12 @@ def vae_command(py, outdir, data, beta, vae_kimg, seed, vae_cfg='betavae'):
             '--code-dim=10', f'--kimg={vae_kimg:g}', '--tick=4', '--snap=100', '--workers=0', f'--seed={seed}']
 
 
-def gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed, distill_weight=0.1):
-    """Stage 2: train.py arguments of the ID-GAN (`--nuisance-dim` only when non-zero, the preset's default)."""
-    nuisance = [f'--nuisance-dim={nuisance_dim}'] if nuisance_dim else []
-    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}', '--cfg=idgan', f'--vae={vae_pkl}'] + nuisance + [
+def gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed, distill_weight=0.1, gamma=None):
+    """Stage 2: train.py arguments of the ID-GAN (`--nuisance-dim` only when non-zero, the preset's default;
+    `--gamma` only when given, else the idgan preset's R1 weight)."""
+    extra = [f'--nuisance-dim={nuisance_dim}'] if nuisance_dim else []
+    extra += [] if gamma is None else [f'--gamma={gamma:g}']
+    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}', '--cfg=idgan', f'--vae={vae_pkl}'] + extra + [
         '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1', '--snap=5',
         f'--distill-weight={distill_weight:g}', '--workers=0', f'--seed={seed}']
 
@@ -238,6 +240,8 @@ def _metrics(stages, py, pkl, run_dir, plan, data):
               type=click.IntRange(min=0))
 @click.option('--gan-kimg', help='Length of the ID-GAN run', type=float, default=20, show_default=True)
 @click.option('--distill-weight', help='λ of the ID-GAN run', type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option('--gan-gamma', 'gamma', help='R1 weight of the ID-GAN run  [default: the idgan preset\'s, 10]',
+              type=click.FloatRange(min=0))
 @click.option('--seed', help='Training seed (metrics use seed 0, as disentanglement_lib)', type=int, default=0,
               show_default=True)
 @click.option('--budget-minutes', help='Stated wall-time budget (recorded; a line warns when exceeded)', type=float,
@@ -245,14 +249,15 @@ def _metrics(stages, py, pkl, run_dir, plan, data):
 @click.option('--json', 'json_path', help='Result file  [default: docs/results/idgan_vs_vae_<data>.json]')
 @click.option('--images', 'images_dir', help='Where the pictures go', default=os.path.join(REPO, 'docs/images'),
               show_default=True)
-def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, vae_cfg, nuisance_dim, gan_kimg, distill_weight, seed,
-         budget_minutes, json_path, images_dir):
+def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, vae_cfg, nuisance_dim, gan_kimg, distill_weight, gamma,
+         seed, budget_minutes, json_path, images_dir):
     """Train (or reuse) a β-VAE and its ID-GAN on dSprites or 3D Shapes, then compare disentanglement and fidelity."""
     settings = DATA_SETTINGS[data]
     if vae_cfg != 'betavae' and beta is None:
         raise click.BadParameter(f'--vae-cfg={vae_cfg} needs --beta (the defaults are the β-VAE\'s).',
                                  param_hint='--beta')
-    variant = ('' if vae_cfg == 'betavae' else f'_{vae_cfg}') + ('' if distill_weight == 0.1 else f'_lambda{distill_weight:g}')
+    variant = ('' if vae_cfg == 'betavae' else f'_{vae_cfg}') + ('' if distill_weight == 0.1 else f'_lambda{distill_weight:g}') \
+        + ('' if gamma is None else f'_gamma{gamma:g}') + ('' if gan_kimg == 20 else f'_gan{gan_kimg:g}kimg')
     tag = data + variant   # file names of this variant
     outdir = settings['outdir'] + variant if outdir is None else outdir
     vae_kimg = settings['vae_kimg'] if vae_kimg is None else vae_kimg
@@ -283,7 +288,7 @@ def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, vae_cfg, nuisance_dim, 
     stages.begin(f'stage 2: ID-GAN on the VAE code, nuisance {nuisance_dim}, {gan_kimg:g} kimg'
                  + (' (reused)' if gan_pkl else ''))
     if gan_pkl is None:
-        stages.run(gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed, distill_weight))
+        stages.run(gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed, distill_weight, gamma))
         gan_pkl = _newest(outdir, f'-{data}-idgan', 'network-snapshot-')
     else:
         stages.commands.append(_reused(gan_pkl))
@@ -328,7 +333,7 @@ def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, vae_cfg, nuisance_dim, 
         command='python experiments/idgan_vs_vae.py ' + ' '.join(sys.argv[1:]),
         dataset=data, seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
         threads=os.environ.get('OMP_NUM_THREADS'), vae_snapshot=vae_pkl, idgan_snapshot=gan_pkl,
-        vae_cfg=vae_cfg, vae_kimg=vae_kimg, gan_kimg=gan_kimg, distill_weight=distill_weight, beta=beta, nuisance_dim=nuisance_dim,
+        vae_cfg=vae_cfg, vae_kimg=vae_kimg, gan_kimg=gan_kimg, distill_weight=distill_weight, gamma=gamma, beta=beta, nuisance_dim=nuisance_dim,
         vae_encoder=encoder, vae_decoder=decoder, idgan_generator=idgan,
         metric_options=dict(encoder=encoder_options, generator=generator_options),
         stages=stages.log, pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)

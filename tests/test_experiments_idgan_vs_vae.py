@@ -92,6 +92,8 @@ def test_dsprites_commands_are_the_committed_ones_and_shapes3d_adds_the_nuisance
     tc = exp.vae_command('python', 'o', 'dsprites', 6, 100, 0, vae_cfg='btcvae')
     assert tc[3:6] == ['--data=dsprites', '--cfg=btcvae', '--beta=6'] and '--kimg=100' in tc
     assert '--distill-weight=0.01' in exp.gan_command('python', 'o', 'dsprites', 'v.pkl', 20, 0, 0, distill_weight=0.01)
+    assert not any(arg.startswith('--gamma') for arg in gan)
+    assert exp.gan_command('python', 'o', 'dsprites', 'v.pkl', 20, 0, 0, gamma=10)[6] == '--gamma=10'
 
 
 def test_cli_needs_beta_for_another_vae_objective(tmp_path):

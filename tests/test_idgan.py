@@ -423,6 +423,10 @@ def test_cli_configures_sampler_mapping_and_term_from_the_vae(tmp_path):
     assert '"class_name": "disentangle.latents.CodeMappingNetwork"' in result.output
     assert '"distill_weight": 0.5' in result.output and '"distill_warmup": 2.0' in result.output
     assert '"style_mixing_prob": 0' in result.output
+    assert '"r1_gamma": 10.0' in result.output   # the ID-GAN references' R1 weight, not the auto rule's 0.0256
+    result = _train_cli([f'--outdir={tmp_path}/runs', '--data=dsprites', '--cfg=idgan', f'--vae={vae}',
+                         '--gamma=0.5', '--dry-run'])
+    assert result.exit_code == 0 and '"r1_gamma": 0.5' in result.output, result.output
 
 
 def test_configs_registry_collects_presets_from_plugin_modules():
