@@ -31,24 +31,8 @@ from metrics import fidelity  # noqa: E402
 
 
 def kernel_parts(real, gen, num_subsets=100, max_subset_size=1000, seed=0):
-    """(E k(g,g'), E k(r,r'), E k(g,r)) averaged over the subsets kernel_distance draws for `seed`.
-
-    kid = kgg + krr - 2 kgr equals fidelity.kernel_distance(real, gen, ..., RandomState(seed)).
-    """
-    real, gen = np.asarray(real, dtype=np.float64), np.asarray(gen, dtype=np.float64)
-    rng = np.random.RandomState(seed)
-    dim = real.shape[1]
-    m = min(len(real), len(gen), int(max_subset_size))
-    parts = np.zeros(3)
-    for _ in range(int(num_subsets)):
-        x = gen[rng.choice(len(gen), m, replace=False)]
-        y = real[rng.choice(len(real), m, replace=False)]
-        kxx = (x @ x.T / dim + 1) ** 3
-        kyy = (y @ y.T / dim + 1) ** 3
-        kxy = (x @ y.T / dim + 1) ** 3
-        parts += [(kxx.sum() - np.trace(kxx)) / (m * (m - 1)), (kyy.sum() - np.trace(kyy)) / (m * (m - 1)),
-                  kxy.mean()]
-    return tuple(float(p) for p in parts / num_subsets)
+    """(E k(g,g'), E k(r,r'), E k(g,r)) over the subsets kid_oracle draws for `seed`; kid = kgg + krr - 2 kgr."""
+    return fidelity.kernel_terms(real, gen, num_subsets, max_subset_size, np.random.RandomState(seed))
 
 
 def frechet_parts(real, gen):

@@ -56,24 +56,30 @@ def frechet_distance(mu_a, sigma_a, mu_b, sigma_b):
     return float(np.square(mu_a - mu_b).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * trace_root)
 
 
-def kernel_distance(real, gen, num_subsets=100, max_subset_size=1000, random_state=None):
-    """KID: mean over subsets of the unbiased MMD^2 with the cubic polynomial kernel."""
+def kernel_terms(real, gen, num_subsets=100, max_subset_size=1000, random_state=None):
+    """(E k(g, g'), E k(r, r'), E k(g, r)) of the cubic kernel, unbiased, averaged over the KID subsets."""
     real, gen = np.asarray(real, dtype=np.float64), np.asarray(gen, dtype=np.float64)
     random_state = random_state if random_state is not None else np.random.RandomState(0)
     dim = real.shape[1]
     m = min(len(real), len(gen), int(max_subset_size))
     if m < 2:
         raise MetricError(f'KID needs at least 2 feature vectors per set, got {len(real)} real, {len(gen)} generated.')
-    total = 0.0
+    terms = np.zeros(3)
     for _ in range(int(num_subsets)):
         x = gen[random_state.choice(len(gen), m, replace=False)]
         y = real[random_state.choice(len(real), m, replace=False)]
         kxx = (x @ x.T / dim + 1) ** 3
         kyy = (y @ y.T / dim + 1) ** 3
         kxy = (x @ y.T / dim + 1) ** 3
-        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-        total += within - 2.0 * kxy.mean()
-    return float(total / num_subsets)
+        terms += [(kxx.sum() - np.trace(kxx)) / (m * (m - 1)), (kyy.sum() - np.trace(kyy)) / (m * (m - 1)),
+                  kxy.mean()]
+    return tuple(float(t) for t in terms / num_subsets)
+
+
+def kernel_distance(real, gen, num_subsets=100, max_subset_size=1000, random_state=None):
+    """KID: mean over subsets of the unbiased MMD^2 with the cubic polynomial kernel."""
+    kgg, krr, kgr = kernel_terms(real, gen, num_subsets, max_subset_size, random_state)
+    return kgg + krr - 2.0 * kgr
 
 
 def _kth_neighbour_radii(features, nhood_size, batch_size):
