@@ -12,8 +12,9 @@ the generated image area-resized to its resolution (both sides use [-1, 1], so n
 it is never stepped and D never sees the term.
 
 Choices for our CPU-sized networks (docs/IDGAN.md says why): lambda = 0.1 with a 1 kimg linear
-warm-up, R1 gamma = 10 unless --gamma is given, no style mixing (a second latent in the upper layers would render another code than the
-one the term asks E to recover), code entering the mapping network unnormalised.
+warm-up, R1 gamma = 10 unless --gamma is given, no style mixing (a second latent in the upper
+layers would render another code than the one the term asks E to recover), code entering the
+mapping network unnormalised.
 """
 
 import math
