@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # CPU build of PyTorch. For CUDA, install the torch wheel matching your driver first
-# (see docs/INSTALL.md); `pip install -e .` then keeps it.
+# (README.md, "Install"); `pip install -e .` then keeps it.
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: demo test setup clean
