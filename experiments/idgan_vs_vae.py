@@ -196,6 +196,14 @@ def gan_command(py, outdir, data, vae_pkl, gan_kimg, nuisance_dim, seed, distill
         f'--distill-weight={distill_weight:g}', '--workers=0', f'--seed={seed}']
 
 
+def variant_suffix(vae_cfg, distill_weight, gamma, gan_kimg, seed):
+    """File-name suffix of a run that differs from the default row: each non-default setting, in a fixed order.
+    The training seed reads `_trainseed<N>` so it is not confused with the generation seed in picture names."""
+    return (('' if vae_cfg == 'betavae' else f'_{vae_cfg}') + ('' if distill_weight == 0.1 else f'_lambda{distill_weight:g}')
+            + ('' if gamma is None else f'_gamma{gamma:g}') + ('' if gan_kimg == 20 else f'_gan{gan_kimg:g}kimg')
+            + ('' if seed == 0 else f'_trainseed{seed}'))
+
+
 def _newest(run_root, pattern_dir, prefix):
     runs = sorted(d for d in os.listdir(run_root) if pattern_dir in d and os.path.isdir(os.path.join(run_root, d)))
     for run in reversed(runs):
@@ -256,8 +264,7 @@ def main(data, outdir, vae_pkl, gan_pkl, vae_kimg, beta, vae_cfg, nuisance_dim, 
     if vae_cfg != 'betavae' and beta is None:
         raise click.BadParameter(f'--vae-cfg={vae_cfg} needs --beta (the defaults are the β-VAE\'s).',
                                  param_hint='--beta')
-    variant = ('' if vae_cfg == 'betavae' else f'_{vae_cfg}') + ('' if distill_weight == 0.1 else f'_lambda{distill_weight:g}') \
-        + ('' if gamma is None else f'_gamma{gamma:g}') + ('' if gan_kimg == 20 else f'_gan{gan_kimg:g}kimg')
+    variant = variant_suffix(vae_cfg, distill_weight, gamma, gan_kimg, seed)
     tag = data + variant   # file names of this variant
     outdir = settings['outdir'] + variant if outdir is None else outdir
     vae_kimg = settings['vae_kimg'] if vae_kimg is None else vae_kimg

@@ -111,3 +111,10 @@ def test_cli_refuses_a_gan_without_its_vae_and_an_unknown_dataset(tmp_path):
     assert result.exit_code != 0 and '--gan needs the --vae' in result.output
     result = CliRunner().invoke(exp.main, ['--data=mnist', f'--outdir={tmp_path}'])
     assert result.exit_code != 0 and 'mnist' in result.output
+
+
+def test_variant_suffix_names_each_non_default_setting_and_the_training_seed():
+    assert exp.variant_suffix('betavae', 0.1, None, 20, 0) == ''
+    assert exp.variant_suffix('btcvae', 0.001, None, 60, 0) == '_btcvae_lambda0.001_gan60kimg'
+    assert exp.variant_suffix('btcvae', 0.001, 0.1, 20, 0) == '_btcvae_lambda0.001_gamma0.1'
+    assert exp.variant_suffix('betavae', 0.1, None, 20, 2) == '_trainseed2'
