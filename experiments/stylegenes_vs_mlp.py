@@ -1,6 +1,7 @@
-"""StyleGenes' gene bank against StyleGAN2's mapping MLP on dSprites, at equal length and seed. One command, seed 0.
+"""StyleGenes' gene bank against StyleGAN2's mapping MLP on dSprites or 3D Shapes, at equal length and seed. Seed 0.
 
-    OMP_NUM_THREADS=1 python experiments/stylegenes_vs_mlp.py --kimg=8
+    OMP_NUM_THREADS=1 python experiments/stylegenes_vs_mlp.py --kimg=8                  # dSprites
+    OMP_NUM_THREADS=1 python experiments/stylegenes_vs_mlp.py --kimg=8 --data=shapes3d  # 3D Shapes look-alike
 
 Claim tested (Ntavelis et al., WACV 2024): a discrete bank of learnable gene variants can replace the
 Gaussian z and the mapping MLP at about the same fidelity, with far fewer mapping parameters, and a
@@ -8,7 +9,7 @@ latent whose parts (the genes) each own a slice of w.
 
 Stages, each an ordinary command of the project, printed before it runs:
 
-1. StyleGAN2 with the 2-layer mapping MLP, CPU widths (`train.py --data=dsprites --cbase=2048 --cmax=32
+1. StyleGAN2 with the 2-layer mapping MLP, CPU widths (`train.py --data=<data> --cbase=2048 --cmax=32
    --map=2 --batch=8`), `--kimg` long (or reuse a snapshot with `--mlp=`);
 2. the same run with `--mapping=genes --genes=16 --variants=32` (or reuse one with `--genes=`);
 3. for each: fidelity `fd_oracle` / `kid_oracle` / `pr_oracle` (10 000 generated vs 10 000 real
@@ -19,7 +20,7 @@ Stages, each an ordinary command of the project, printed before it runs:
 4. 16 samples of each (`generate.py --seeds=0-15`), tiled and put side by side in docs/images/.
 
 Also records each network's mapping parameters (and G's), the snapshot size and the training
-wall time. Writes docs/results/stylegenes_vs_mlp_dsprites.json atomically and prints the table of
+wall time. Writes docs/results/stylegenes_vs_mlp_<data>.json atomically and prints the table of
 docs/RESULTS.md. `--budget-minutes` only states the budget (a line warns when it was exceeded).
 """
 
@@ -49,8 +50,10 @@ NUM_Z_CODES = 16   # the whole genome of a 16-gene network; the first 16 z dims 
 METRICS = [('fd_oracle,kid_oracle,pr_oracle', None),
            ('mig_gen', dict(num_z_codes=NUM_Z_CODES)),
            ('dci_gen', dict(num_z_codes=NUM_Z_CODES, num_train=2000, num_test=1000))]
-MODELS = [('mlp', 'MLP, 2 × 512', [], '-dsprites-stylegan2-batch'),
-          ('genes', 'genes, 16 × 32', ['--mapping=genes', '--genes=16', '--variants=32'], '-dsprites-stylegan2-genes-batch')]
+DATASETS = ('dsprites', 'shapes3d')
+# (key, table name, extra train.py arguments, run-directory name after '-<data>')
+MODELS = [('mlp', 'MLP, 2 × 512', [], '-stylegan2-batch'),
+          ('genes', 'genes, 16 × 32', ['--mapping=genes', '--genes=16', '--variants=32'], '-stylegan2-genes-batch')]
 
 TABLE_COLUMNS = [('kimg', 'kimg', '{:g}'),
                  ('fd_oracle ↓', 'fd_oracle', '{:.1f}'),
@@ -65,9 +68,9 @@ TABLE_COLUMNS = [('kimg', 'kimg', '{:g}'),
                  ('training min', 'train_minutes', '{:.1f}')]
 
 
-def train_command(py, outdir, kimg, seed, extra):
+def train_command(py, outdir, kimg, seed, extra, data='dsprites'):
     """train.py arguments of one of the two runs; `extra` selects the mapping."""
-    return [py, 'train.py', f'--outdir={outdir}', '--data=dsprites'] + list(extra) + [
+    return [py, 'train.py', f'--outdir={outdir}', f'--data={data}'] + list(extra) + [
         '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={kimg:g}', '--tick=1', '--snap=100',
         '--workers=0', f'--seed={seed}']
 
@@ -106,8 +109,9 @@ def results_table(rows):
 
 
 @click.command()
-@click.option('--outdir', help='Where the training runs and metric logs go', default='runs/stylegenes_vs_mlp',
-              show_default=True)
+@click.option('--data', help='Built-in dataset', type=click.Choice(DATASETS), default='dsprites', show_default=True)
+@click.option('--outdir', help='Where the training runs and metric logs go  [default: runs/stylegenes_vs_mlp, '
+              'runs/stylegenes_vs_mlp_shapes3d]')
 @click.option('--mlp', 'mlp_pkl', help='Reuse this MLP-mapping snapshot instead of training stage 1', metavar='PKL')
 @click.option('--genes', 'genes_pkl', help='Reuse this genes snapshot instead of training stage 2', metavar='PKL')
 @click.option('--kimg', help='Length of each run', type=click.FloatRange(min=0, min_open=True), default=8,
@@ -115,12 +119,15 @@ def results_table(rows):
 @click.option('--seed', help='Training seed (metrics use seed 0)', type=int, default=0, show_default=True)
 @click.option('--budget-minutes', help='Stated wall-time budget (recorded; a line warns when exceeded)', type=float,
               default=30, show_default=True)
-@click.option('--json', 'json_path', help='Result file',
-              default=os.path.join(REPO, 'docs/results/stylegenes_vs_mlp_dsprites.json'), show_default=True)
+@click.option('--json', 'json_path', help='Result file  [default: docs/results/stylegenes_vs_mlp_<data>.json]')
 @click.option('--images', 'images_dir', help='Where the picture goes', default=os.path.join(REPO, 'docs/images'),
               show_default=True)
-def main(outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, images_dir):
+def main(data, outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, images_dir):
     """Train (or reuse) a StyleGAN2 with the mapping MLP and one with genes, then compare them."""
+    if outdir is None:
+        outdir = 'runs/stylegenes_vs_mlp' + ('' if data == 'dsprites' else f'_{data}')
+    if json_path is None:
+        json_path = os.path.join(REPO, f'docs/results/stylegenes_vs_mlp_{data}.json')
     reuse = dict(mlp=mlp_pkl, genes=genes_pkl)
     for name, path in reuse.items():
         if path is not None and not os.path.isfile(path):
@@ -135,8 +142,8 @@ def main(outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, imag
         pkl = reuse[key]
         stages.begin(f'training: {label} mapping, {kimg:g} kimg' + (' (reused)' if pkl else ''))
         if pkl is None:
-            stages.run(train_command(py, outdir, kimg, seed, extra))
-            pkl = _newest(outdir, run_pattern, 'network-snapshot-')
+            stages.run(train_command(py, outdir, kimg, seed, extra, data))
+            pkl = _newest(outdir, f'-{data}{run_pattern}', 'network-snapshot-')
         else:
             stages.commands.append(_reused(pkl))
         snapshots[key] = os.path.abspath(pkl)
@@ -147,7 +154,7 @@ def main(outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, imag
     for key, label, _, _ in MODELS:
         stages.begin(f'fidelity and generator side of the {label} network')
         scores, options = _metrics(stages, py, snapshots[key], os.path.join(outdir, f'metrics-{key}'), METRICS,
-                                   'dsprites')
+                                   data)
         results[key] = dict(kimg=kimg, **scores, **network_size(snapshots[key]), train_minutes=train_minutes[key])
         stages.end()
 
@@ -159,7 +166,7 @@ def main(outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, imag
         stages.run([py, 'generate.py', f'--network={snapshots[key]}', '--seeds=0-15', f'--outdir={samples_dir}'])
         grids.append(os.path.join(outdir, f'samples-{key}.png'))
         tile([os.path.join(samples_dir, f'seed{s:04d}.png') for s in range(16)], grids[-1], columns=4)
-    picture = os.path.join(images_dir, 'stylegenes_vs_mlp_samples_dsprites.png')
+    picture = os.path.join(images_dir, f'stylegenes_vs_mlp_samples_{data}.png')
     side_by_side(grids, picture, gap=8, scale=2)
     stages.end()
 
@@ -167,7 +174,7 @@ def main(outdir, mlp_pkl, genes_pkl, kimg, seed, budget_minutes, json_path, imag
     table = results_table([(label, results[key]) for key, label, _, _ in MODELS])
     result = dict(
         command='python experiments/stylegenes_vs_mlp.py ' + ' '.join(sys.argv[1:]),
-        dataset='dsprites', seed=seed, kimg=kimg, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
+        dataset=data, seed=seed, kimg=kimg, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
         threads=os.environ.get('OMP_NUM_THREADS'), snapshots=snapshots, num_z_codes=NUM_Z_CODES,
         metric_options={names: options or 'defaults' for names, options in METRICS},
         **results, stages=stages.log, pictures=[os.path.relpath(picture, REPO)], table=table)

@@ -21,6 +21,13 @@ def test_train_commands_differ_only_in_the_mapping():
     assert [a for a in genes if a not in mlp] == ['--mapping=genes', '--genes=16', '--variants=32']
 
 
+def test_shapes3d_commands_change_only_the_data():
+    for _, _, extra, _ in exp.MODELS:
+        dsprites = exp.train_command('python', 'runs/x', 8, 0, extra)
+        shapes3d = exp.train_command('python', 'runs/x', 8, 0, extra, data='shapes3d')
+        assert [(a, b) for a, b in zip(dsprites, shapes3d) if a != b] == [('--data=dsprites', '--data=shapes3d')]
+
+
 def test_count_parameters_counts_parameters_not_buffers():
     module = torch.nn.Linear(10, 4)
     module.register_buffer('w_avg', torch.zeros(100))
