@@ -468,13 +468,20 @@ class _CodeModel:
 def test_centrality_of_a_planted_similarity_matrix_picks_the_medoid():
     from disentangle.centrality import centrality, ranking
     scores = np.array([[1.0, 0.9, 0.8, 0.2],
-                       [0.7, 1.0, 0.9, 0.1],
+                       [0.7, 1.0, 0.9, 0.3],
                        [0.8, 0.9, 1.0, 0.3],
                        [0.2, 0.3, 0.1, 1.0]])
     symmetric, values = centrality(scores)
     assert np.allclose(symmetric, symmetric.T) and symmetric[0, 1] == pytest.approx(0.8)
-    assert values[1] == pytest.approx((0.8 + 0.9 + 0.2) / 3)
+    # mean similarity to the others: a 0.600, b 0.667, c 0.633, d 0.233 -- b is the unique medoid
+    assert values == pytest.approx([1.8 / 3, 2.0 / 3, 1.9 / 3, 0.7 / 3])
     assert [name for _r, name, _v in ranking(['a', 'b', 'c', 'd'], scores)] == ['b', 'c', 'a', 'd']
+
+
+def test_centrality_ties_keep_the_input_order():
+    from disentangle.centrality import ranking
+    scores = np.array([[1.0, 0.5, 0.5], [0.5, 1.0, 0.9], [0.5, 0.9, 1.0]])   # b and c tie at 0.7
+    assert [name for _r, name, _v in ranking(['a', 'c', 'b'], scores)] == ['c', 'b', 'a']
 
 
 def test_identical_models_agree_and_an_entangled_one_ranks_last():
