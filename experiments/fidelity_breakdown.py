@@ -27,6 +27,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from idgan_vs_vae import repo_relative, write_json_atomic  # noqa: E402
+
 from metrics import fidelity  # noqa: E402
 
 

@@ -1,7 +1,10 @@
 """Data-parallel training: 2 gloo processes on CPU train exactly what 1 process trains on the same global batch."""
 
+import json
 import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,3 +118,24 @@ def test_each_rank_keeps_its_stride_of_the_global_batch():
         assert len(labels) == 2 * 2
         for phase in range(2):
             assert torch.equal(part[phase].z, whole[phase].z[rank::3])
+
+
+@pytest.mark.slow  # ~30 s: torchrun starts two fresh training processes
+def test_torchrun_launch_trains_two_ranks_into_one_run_directory(squares, tmp_path):
+    data, _vae = squares
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outdir = tmp_path / 'runs'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+           f'--outdir={outdir}', f'--data={data}', '--cfg=stylegan2', '--cbase=256', '--cmax=16', '--map=1', '--batch=4',
+           '--workers=0', '--precision=fp32', '--aug=noaug', '--kimg=0.008', '--tick=0.004', '--snap=1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = os.listdir(outdir)
+    assert len(runs) == 1, runs                                  # rank 0 made it, rank 1 was told its name
+    run_dir = outdir / runs[0]
+    with open(run_dir / 'training_options.json') as f:
+        assert json.load(f)['num_gpus'] == 2
+    assert result.stdout.count('Number of processes: 2') == 1   # only rank 0 prints
+    assert len(tl.list_snapshots(str(run_dir))) >= 1
+    assert final_snapshot(run_dir)['G_ema'].img_resolution == 16   # the squares folder
