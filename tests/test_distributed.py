@@ -104,7 +104,7 @@ def test_two_gloo_processes_train_the_same_parameters_as_one(cfg, squares, tmp_p
         common = dict(c_dim=0, img_resolution=one['G'].img_resolution, img_channels=one['G'].img_channels)
         dnnlib.util.construct_class_by_name(**c.G_kwargs, **common)
         D_start = dnnlib.util.construct_class_by_name(**c.D_kwargs, **common)
-        moved = max(float((p - q).abs().max()) for p, q in zip(D_start.parameters(), one['D'].parameters()))
+        moved = max(float((p - q).detach().abs().max()) for p, q in zip(D_start.parameters(), one['D'].parameters()))
         assert moved > 20 * TOLERANCE['atol']
 
 
