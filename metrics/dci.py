@@ -40,7 +40,13 @@ def importance_gbt(train_codes, train_factors, test_codes, test_factors, num_wor
             for j in range(train_factors.shape[1])]
     if num_workers > 1 and len(jobs) > 1:
         from joblib import Parallel, delayed  # ships with scikit-learn
-        results = Parallel(n_jobs=num_workers)(delayed(_fit_one_factor)(*job) for job in jobs)
+        # A factor costs one tree per class per stage: hand out the factors with most classes first
+        # (longest job first), so that e.g. dSprites' 40-class orientation does not start last.
+        order = sorted(range(len(jobs)), key=lambda j: -len(np.unique(train_factors[:, j])))
+        fitted = Parallel(n_jobs=num_workers)(delayed(_fit_one_factor)(*jobs[j]) for j in order)
+        results = [None] * len(jobs)
+        for j, result in zip(order, fitted):
+            results[j] = result
     else:
         results = [_fit_one_factor(*job) for job in jobs]
     importance = np.stack([result[0] for result in results], axis=1).astype(np.float64)

@@ -222,3 +222,14 @@ def test_dataset_adapter_renders_dsprites_and_rejects_data_without_factors():
 def test_representation_returning_wrong_number_of_codes_is_a_clear_error():
     with pytest.raises(MetricError, match='one code per observation'):
         mig.compute_mig(FactorsOnly(), lambda f: np.zeros([3, 2]), rs(), num_train=100)
+
+
+def test_dci_in_worker_processes_gives_the_single_process_importances_in_factor_order():
+    state = np.random.RandomState(0)
+    factors = np.c_[state.randint(2, size=200), state.randint(7, size=200), state.randint(4, size=200)]
+    codes = np.c_[factors[:, 2] / 4, factors[:, 0] / 2, factors[:, 1] / 7] + 0.05 * state.randn(200, 3)
+    one = dci.importance_gbt(codes[:150], factors[:150], codes[150:], factors[150:], num_workers=1)
+    two = dci.importance_gbt(codes[:150], factors[:150], codes[150:], factors[150:], num_workers=2)
+    np.testing.assert_allclose(two[0], one[0], rtol=1e-12)
+    assert two[1:] == one[1:]
+    assert list(np.argmax(one[0], axis=0)) == [1, 2, 0]   # factor j is read from the code that copies it
