@@ -5,8 +5,9 @@ Examples:
     # every metric on a 10-dim continuous representation of dSprites factors (no rendering)
     python benchmarks/metrics.py
 
-    # only DCI, with its factors fitted in 2 worker processes, and scikit-learn's trees for comparison
-    python benchmarks/metrics.py --metrics=dci --workers=2
+    # only DCI in one process (the default fits factors in as many worker processes as torch has
+    # threads, at most one per factor), and with scikit-learn's trees for comparison
+    python benchmarks/metrics.py --metrics=dci --workers=1
     python benchmarks/metrics.py --metrics=dci --trees=sklearn
 
 The ground-truth data only samples factors (dSprites sizes 3, 6, 40, 32, 32); the representation
@@ -68,11 +69,14 @@ def _single_thread():
 
 @click.command()
 @click.option('--metrics', 'names', help='Comma-separated metrics', default=','.join(METRICS), show_default=True)
-@click.option('--workers', help='DCI worker processes (one factor each)', type=int, default=1, show_default=True)
+@click.option('--workers', help='DCI worker processes (one factor each)  [default: the library\'s, torch\'s thread '
+              'count capped at the number of factors]', type=click.IntRange(min=1))
 @click.option('--trees', help='DCI tree implementation', type=click.Choice(['vectorised', 'sklearn']),
               default='vectorised', show_default=True)
 def main(names, workers, trees):
     """Time each metric once at the library's defaults (seed 0, one BLAS thread)."""
+    if workers is None:  # decided before the BLAS limit below, which also caps torch's thread count
+        workers = dci.default_num_workers(len(DSPRITES_SIZES))
     _single_thread()
     rows, total = [], 0.0
     for name in [n.strip() for n in names.split(',') if n.strip()]:
@@ -83,6 +87,7 @@ def main(names, workers, trees):
         total += elapsed
         rows.append((name, elapsed, result))
         print(f'{name:12s} {elapsed:8.1f} s  {format_time(elapsed):>8s}  '
+              + (f'[{workers} worker process(es)] ' if name == 'dci' else '')
               + ', '.join(f'{k}={v:.3f}' for k, v in result.items()), flush=True)
     print(f'{"total":12s} {total:8.1f} s  {format_time(total):>8s}')
 

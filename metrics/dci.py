@@ -12,11 +12,15 @@ The trees dominate the cost (one tree per class per stage: dSprites needs 113 tr
 By default they are grown by `metrics.boosted_trees.BoostedTreesClassifier`, the same algorithm
 with a cheaper exact split search (identical trees except where scikit-learn breaks a tie between
 equally good splits at random); `trees='sklearn'` uses scikit-learn itself. With `num_workers` > 1 factors are
-fitted in parallel worker processes.
+fitted in parallel worker processes (same result as one process). The default, None, takes as many as torch
+has intra-op threads (`torch.get_num_threads()`, i.e. the cores unless OMP_NUM_THREADS or
+`torch.set_num_threads` says less), at most one per factor: on 2 idle cores the library-default dSprites
+problem takes 60 s instead of 111 s (docs/PERFORMANCE.md), and OMP_NUM_THREADS=1 keeps DCI in one process.
 """
 
 import numpy as np
 import scipy.stats
+import torch
 from sklearn.ensemble import GradientBoostingClassifier
 
 from metrics.boosted_trees import BoostedTreesClassifier
@@ -32,12 +36,19 @@ def _fit_one_factor(train_codes, train_labels, test_codes, test_labels, trees):
             np.mean(model.predict(test_codes) == test_labels))
 
 
-def importance_gbt(train_codes, train_factors, test_codes, test_factors, num_workers=1, trees='vectorised'):
+def default_num_workers(num_factors):
+    """Worker processes when `num_workers` is None: torch's intra-op thread count, at most one per factor."""
+    return max(1, min(torch.get_num_threads(), num_factors))
+
+
+def importance_gbt(train_codes, train_factors, test_codes, test_factors, num_workers=None, trees='vectorised'):
     """(importance [D, F], mean train accuracy, mean test accuracy) from one GBT classifier per factor."""
     if trees not in TREE_CLASSES:
         raise MetricError(f'Unknown trees={trees!r}; use one of {", ".join(TREE_CLASSES)}.')
     jobs = [(train_codes, train_factors[:, j], test_codes, test_factors[:, j], trees)
             for j in range(train_factors.shape[1])]
+    if num_workers is None:
+        num_workers = default_num_workers(len(jobs))
     if num_workers > 1 and len(jobs) > 1:
         from joblib import Parallel, delayed  # ships with scikit-learn
         # A factor costs one tree per class per stage: hand out the factors with most classes first
@@ -77,7 +88,7 @@ def completeness(importance):
     return float(np.sum(per_factor * importance.sum(axis=0) / importance.sum()))
 
 
-def dci_from_codes(train_codes, train_factors, test_codes, test_factors, num_workers=1, trees='vectorised'):
+def dci_from_codes(train_codes, train_factors, test_codes, test_factors, num_workers=None, trees='vectorised'):
     importance, train_accuracy, test_accuracy = importance_gbt(train_codes, train_factors, test_codes, test_factors,
                                                                num_workers, trees)
     return dict(informativeness_train=train_accuracy, informativeness_test=test_accuracy,
@@ -85,7 +96,7 @@ def dci_from_codes(train_codes, train_factors, test_codes, test_factors, num_wor
 
 
 def compute_dci(ground_truth_data, representation_function, random_state, num_train=10000, num_test=5000,
-                batch_size=16, num_workers=1, trees='vectorised'):
+                batch_size=16, num_workers=None, trees='vectorised'):
     """Dict with `disentanglement`, `completeness`, `informativeness_train`, `informativeness_test`."""
     check_sizes(num_train=num_train, num_test=num_test)
     train_codes, train_factors = generate_batch_factor_code(ground_truth_data, representation_function, num_train,

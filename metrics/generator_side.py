@@ -57,7 +57,7 @@ def compute_mig_gen(model, oracle, seed=0, num_train=10000, num_bins=20, batch_s
 
 
 def compute_dci_gen(model, oracle, seed=0, num_train=10000, num_test=5000, batch_size=256, trees='vectorised',
-                    num_workers=1, progress=None, shard=SINGLE_PROCESS):
+                    num_workers=None, progress=None, shard=SINGLE_PROCESS):
     """DCI between the model's codes and the oracle's factors (train and test sets are disjoint samples)."""
     check_sizes(num_train=num_train, num_test=num_test)
     codes, factors = generated_codes_and_factors(model, oracle, num_train + num_test, seed, batch_size, progress,

@@ -7,6 +7,7 @@ random rotation of them (entangled).
 
 import numpy as np
 import pytest
+import torch
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.metrics import mutual_info_score
 
@@ -233,3 +234,15 @@ def test_dci_in_worker_processes_gives_the_single_process_importances_in_factor_
     np.testing.assert_allclose(two[0], one[0], rtol=1e-12)
     assert two[1:] == one[1:]
     assert list(np.argmax(one[0], axis=0)) == [1, 2, 0]   # factor j is read from the code that copies it
+
+
+def test_dci_default_workers_follow_torch_threads_and_the_factor_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert dci.default_num_workers(5) == 1          # OMP_NUM_THREADS=1: one process
+        torch.set_num_threads(2)
+        assert dci.default_num_workers(5) == 2
+        assert dci.default_num_workers(1) == 1          # never more workers than factors
+    finally:
+        torch.set_num_threads(threads)
