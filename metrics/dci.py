@@ -15,7 +15,7 @@ equally good splits at random); `trees='sklearn'` uses scikit-learn itself. With
 fitted in parallel worker processes (same result as one process). The default, None, takes as many as torch
 has intra-op threads (`torch.get_num_threads()`, i.e. the cores unless OMP_NUM_THREADS or
 `torch.set_num_threads` says less), at most one per factor: on 2 idle cores the library-default dSprites
-problem takes 60 s instead of 111 s (docs/PERFORMANCE.md), and OMP_NUM_THREADS=1 keeps DCI in one process.
+problem takes 60–77 s instead of 111 s (docs/PERFORMANCE.md), and OMP_NUM_THREADS=1 keeps DCI in one process.
 """
 
 import numpy as np
