@@ -19,10 +19,9 @@ import numpy as np
 import PIL.Image
 
 from dnnlib.progress import Progress
-from training.dataset import (
-    DATASET_JSON,
+from training.dataset import DATASET_JSON, DatasetError
+from training.image_files import (
     IMAGE_READ_ERRORS,
-    DatasetError,
     channels_for_mode,
     image_to_array,
     is_image_name,
