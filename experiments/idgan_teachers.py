@@ -15,7 +15,8 @@ is the model; its helpers are imported from there):
    `--cfg=btcvae --beta=6`, `--cfg=factorvae --gamma=10`, `--code-dim=10 --kimg=<--vae-kimg>`
    (default 100; or reuse snapshots with `--vae=CFG=PKL`);
 2. an ID-GAN on each with the demo's CPU widths (`--cfg=idgan --cbase=2048 --cmax=32 --map=2
-   --batch=8 --distill-weight=0.1`) for `--gan-kimg` (default 10; or reuse with `--gan=CFG=PKL`);
+   --batch=8 --distill-weight=<--distill-weight>`, default 0.1) for `--gan-kimg` (default 10; or reuse with
+   `--gan=CFG=PKL`);
 3. encoder-side FactorVAE / MIG / DCI of each teacher (the reduced sample sizes of idgan_vs_vae.py);
 4. generator-side `mig_gen` (and `dci_gen` unless `--no-dci-gen`) of each VAE decoder (codes from the
    aggregate posterior), and the same plus fidelity `fd_oracle` / `kid_oracle` / `pr_oracle` of each
@@ -23,8 +24,9 @@ is the model; its helpers are imported from there):
 5. per teacher the VAE decoder's traversal beside its ID-GAN's for the same code
    (`generate.py --compare-vae --traverse`), and the three ID-GAN traversals side by side.
 
-Writes docs/results/idgan_teachers_dsprites.json atomically (numbers, hyper-parameters, commands,
-per-stage wall times, the teachers ranked by encoder MIG and by their generators' `mig_gen`) and
+Writes docs/results/idgan_teachers_dsprites<suffix>.json atomically (the suffix names each setting that
+differs from the defaults, e.g. `_gamma0.1`, so variants do not overwrite each other): numbers, hyper-parameters,
+commands, per-stage wall times, the teachers ranked by encoder MIG and by their generators' `mig_gen`; and
 prints the results table of docs/RESULTS.md. Budget: about 60 minutes of wall time on a shared
 2-core machine at one thread (`--budget-minutes` only states it; a line warns when it is exceeded).
 """
@@ -65,6 +67,12 @@ def parse_reuse(values, option):
     return reuse
 
 
+def variant_suffix(distill_weight, gamma, gan_kimg, seed):
+    """File-name suffix of a run that differs from the script's defaults: each non-default setting, in a fixed order."""
+    return (('' if distill_weight == 0.1 else f'_lambda{distill_weight:g}') + ('' if gamma is None else f'_gamma{gamma:g}')
+            + ('' if gan_kimg == 10 else f'_gan{gan_kimg:g}kimg') + ('' if seed == 0 else f'_trainseed{seed}'))
+
+
 def rank(teachers, key):
     """Teacher cfgs ordered best first by results[key] (higher is better); teachers without the key are left out."""
     scored = [(cfg, results[key]) for cfg, results in teachers.items() if results.get(key) is not None]
@@ -92,8 +100,7 @@ def table_rows(teachers):
 
 
 @click.command()
-@click.option('--outdir', help='Where the training runs and metric logs go', default='runs/idgan_teachers',
-              show_default=True)
+@click.option('--outdir', help='Where the training runs and metric logs go  [default: runs/idgan_teachers<suffix>]')
 @click.option('--vae', 'vae_reuse', help='Reuse this teacher snapshot instead of training it (repeatable)',
               metavar='CFG=PKL', multiple=True)
 @click.option('--gan', 'gan_reuse', help='Reuse this ID-GAN snapshot, trained on --vae CFG (repeatable)',
@@ -102,16 +109,18 @@ def table_rows(teachers):
 @click.option('--gan-kimg', help='Length of every ID-GAN run', type=float, default=10, show_default=True)
 @click.option('--gan-gamma', 'gamma', help='R1 weight of the ID-GAN runs  [default: the idgan preset\'s, 10]',
               type=click.FloatRange(min=0))
+@click.option('--distill-weight', help='λ of every ID-GAN run', type=click.FloatRange(min=0), default=0.1,
+              show_default=True)
 @click.option('--dci-gen/--no-dci-gen', help='Also measure dci_gen of the decoders and generators', default=True, show_default=True)
 @click.option('--seed', help='Training seed (metrics use seed 0, as disentanglement_lib)', type=int, default=0,
               show_default=True)
 @click.option('--budget-minutes', help='Stated wall-time budget (recorded; a line warns when exceeded)', type=float,
               default=60, show_default=True)
-@click.option('--json', 'json_path', help='Result file',
-              default=os.path.join(REPO, 'docs/results/idgan_teachers_dsprites.json'), show_default=True)
+@click.option('--json', 'json_path', help='Result file  [default: docs/results/idgan_teachers_dsprites<suffix>.json]')
 @click.option('--images', 'images_dir', help='Where the pictures go', default=os.path.join(REPO, 'docs/images'),
               show_default=True)
-def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, dci_gen, seed, budget_minutes, json_path, images_dir):
+def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, distill_weight, dci_gen, seed, budget_minutes, json_path,
+         images_dir):
     """Train (or reuse) three VAE teachers and an ID-GAN on each on dSprites, then compare them.
 
     \b
@@ -125,7 +134,9 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, dci_gen, seed,
         if cfg not in vaes:
             raise click.BadParameter(f'--gan={cfg}=... needs the --vae={cfg}=... it was trained on.', param_hint='--gan')
     py = sys.executable
-    outdir = os.path.abspath(outdir)
+    variant = variant_suffix(distill_weight, gamma, gan_kimg, seed)
+    json_path = json_path or os.path.join(REPO, f'docs/results/idgan_teachers_dsprites{variant}.json')
+    outdir = os.path.abspath(outdir or f'runs/idgan_teachers{variant}')
     os.makedirs(outdir, exist_ok=True)
     generator_plan = [(names, options) for names, options in base.GENERATOR_METRICS if dci_gen or names != 'dci_gen']
     decoder_plan = [(names, options) for names, options in generator_plan if names in ('mig_gen', 'dci_gen')]
@@ -148,7 +159,7 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, dci_gen, seed,
         if cfg not in gans:
             stages.run([py, 'train.py', f'--outdir={outdir}', '--data=dsprites', '--cfg=idgan', f'--vae={vaes[cfg]}',
                         '--cbase=2048', '--cmax=32', '--map=2', '--batch=8', f'--kimg={gan_kimg:g}', '--tick=1',
-                        '--snap=5', '--distill-weight=0.1', '--workers=0', f'--seed={seed}']
+                        '--snap=5', f'--distill-weight={distill_weight:g}', '--workers=0', f'--seed={seed}']
                        + ([] if gamma is None else [f'--gamma={gamma:g}']))
             gans[cfg] = os.path.abspath(base._newest(outdir, '-dsprites-idgan-', 'network-snapshot-'))
         else:
@@ -180,12 +191,12 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, dci_gen, seed,
         shutil.rmtree(pictures_dir, ignore_errors=True)
         stages.run([py, 'generate.py', f'--network={gans[cfg]}', '--compare-vae', '--traverse', '--seeds=0',
                     '--steps=7', f'--outdir={pictures_dir}'])
-        path = os.path.join(images_dir, f'idgan_teachers_{cfg}_dsprites.png')
+        path = os.path.join(images_dir, f'idgan_teachers_{cfg}_dsprites{variant}.png')
         base.side_by_side([os.path.join(pictures_dir, 'traverse-seed0000-vae.png'),
                       os.path.join(pictures_dir, 'traverse-seed0000.png')], path)
         pictures.append(path)
         gan_traversals.append(os.path.join(pictures_dir, 'traverse-seed0000.png'))
-    path = os.path.join(images_dir, 'idgan_teachers_gan_traversals_dsprites.png')
+    path = os.path.join(images_dir, f'idgan_teachers_gan_traversals_dsprites{variant}.png')
     base.side_by_side(gan_traversals, path, gap=16)
     pictures.append(path)
     stages.end()
@@ -197,6 +208,7 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, dci_gen, seed,
         command='python experiments/idgan_teachers.py ' + ' '.join(sys.argv[1:]),
         dataset='dsprites', seed=seed, budget_minutes=budget_minutes, wall_minutes=round(wall_minutes, 1),
         threads=os.environ.get('OMP_NUM_THREADS'), code_dim=10, vae_kimg=vae_kimg, gan_kimg=gan_kimg, gamma=gamma,
+        distill_weight=distill_weight,
         teachers=teachers, ranking=order, metric_options=options_used, stages=stages.log,
         pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
     base.write_json_atomic(json_path, base.repo_relative(result))

@@ -73,3 +73,10 @@ def test_bad_options_fail_with_one_sentence_before_any_work(tmp_path, args, mess
     assert result.exit_code != 0
     assert message in result.output
     assert not outdir.exists() and not (tmp_path / 'r.json').exists()
+
+
+def test_variant_suffix_names_each_non_default_setting():
+    assert exp.variant_suffix(0.1, None, 10, 0) == ''
+    assert exp.variant_suffix(0.1, 0.1, 10, 0) == '_gamma0.1'
+    assert exp.variant_suffix(0.001, None, 20, 0) == '_lambda0.001_gan20kimg'
+    assert exp.variant_suffix(0.01, 10, 10, 2) == '_lambda0.01_gamma10_trainseed2'
