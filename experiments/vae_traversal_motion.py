@@ -7,6 +7,11 @@ decoder's mean images are measured: the horizontal and vertical travel of the sp
 A dimension that encodes pos_x moves x a lot and y little; a disentangled VAE has one such
 dimension for x and another for y.
 
+The same question from the encoder's side: for `--mi-images` random dSprites images, the mutual
+information between each code dimension's posterior mean (MIG's 20-bin histogram) and pos_x / pos_y,
+divided by the factor's entropy. Position is on separate dimensions when the best dimension for x is
+not the best for y and each leads the runner-up by a clear gap (the gap is MIG's term for that factor).
+
     python experiments/vae_traversal_motion.py --network=runs/00000-dsprites-betavae-batch64/vae-snapshot-000020.pkl
 
 Prints one line per dimension, sorted by travel, and writes the table as JSON with --json.
@@ -49,12 +54,40 @@ def traversal_motion(E, Dec, images, value_range=3.0, steps=11):
     return motion / len(mu)
 
 
+@torch.no_grad()
+def position_information(E, source, num_images, seed, batch=256):
+    """{factor: (normalized MI per code dimension [D], entropy)} for pos_x and pos_y, from E's posterior means."""
+    from metrics.mig import mig_from_codes
+    index = np.random.RandomState(seed).randint(0, source.num_images, size=num_images)
+    codes = []
+    for start in range(0, num_images, batch):
+        images = torch.from_numpy(source.images(index[start:start + batch])).float() / 127.5 - 1
+        codes.append(E.eval()(images)[0].double().numpy())
+    factors = np.asarray(source.index_to_factors(index))
+    _, info, entropy = mig_from_codes(np.concatenate(codes), factors)
+    names = list(source.factor_names)
+    return {name: info[:, names.index(name)] / entropy[names.index(name)] for name in ('pos_x', 'pos_y')}
+
+
+def separation_summary(position):
+    """Best dimension, its normalized MI and its gap to the runner-up, per position factor; and whether x and y differ."""
+    summary = {}
+    for name, nmi in position.items():
+        order = np.argsort(-nmi)
+        summary[name] = dict(best_dim=int(order[0]), nmi=round(float(nmi[order[0]]), 3),
+                             runner_up_dim=int(order[1]), gap=round(float(nmi[order[0]] - nmi[order[1]]), 3))
+    summary['separate'] = summary['pos_x']['best_dim'] != summary['pos_y']['best_dim']
+    return summary
+
+
 @click.command()
 @click.option('--network', 'network_pkl', help='VAE snapshot (vae-snapshot-*.pkl)', required=True, metavar='PKL')
 @click.option('--images', 'num_images', help='Real dSprites images to start from', type=click.IntRange(min=1), default=16)
 @click.option('--seed', help='Which images', type=int, default=1)
+@click.option('--mi-images', help='Encoded images for the mutual information with pos_x / pos_y (0: skip)',
+              type=click.IntRange(min=0), default=10000, show_default=True)
 @click.option('--json', 'json_path', help='Also write the table here', metavar='PATH')
-def main(network_pkl, num_images, seed, json_path):
+def main(network_pkl, num_images, seed, mi_images, json_path):
     """Measure the sprite's travel per code dimension of a dSprites VAE."""
     from training.procedural import get_builtin
     from training.vae_snapshot import VAESnapshotError, load_vae_snapshot
@@ -74,10 +107,22 @@ def main(network_pkl, num_images, seed, json_path):
     for row in sorted(rows, key=lambda r: -(r['x_travel'] + r['y_travel'])):
         print(f'  dim {row["dim"]}: x {row["x_travel"]:5.1f} px   y {row["y_travel"]:5.1f} px   '
               f'mass {row["mass_change"]:5d}')
+    result = dict(network=network_pkl, images=num_images, seed=seed, dims=rows)
+    if mi_images:
+        position = position_information(data['E'], source, mi_images, seed)
+        summary = separation_summary(position)
+        print(f'encoder: mutual information with position / its entropy, {mi_images} images')
+        for name in ('pos_x', 'pos_y'):
+            s = summary[name]
+            print(f'  {name}: dim {s["best_dim"]} {s["nmi"]:.3f}, runner-up dim {s["runner_up_dim"]} '
+                  f'{s["nmi"] - s["gap"]:.3f} (gap {s["gap"]:.3f})')
+        print(f'  x and y on {"separate dimensions" if summary["separate"] else "the same dimension"}')
+        result.update(mi_images=mi_images, position_nmi={k: [round(float(v), 4) for v in nmi] for k, nmi in position.items()},
+                      separation=summary)
     if json_path:
         tmp = json_path + '.tmp'
         with open(tmp, 'w') as f:
-            json.dump(dict(network=network_pkl, images=num_images, seed=seed, dims=rows), f, indent=1)
+            json.dump(result, f, indent=1)
         os.replace(tmp, json_path)
 
 
