@@ -9,8 +9,10 @@ dimension for x and another for y.
 
 The same question from the encoder's side: for `--mi-images` random dSprites images, the mutual
 information between each code dimension's posterior mean (MIG's 20-bin histogram) and pos_x / pos_y,
-divided by the factor's entropy. Position is on separate dimensions when the best dimension for x is
-not the best for y and each leads the runner-up by a clear gap (the gap is MIG's term for that factor).
+divided by the factor's entropy. Position is clearly on separate dimensions when the best dimension for
+x is not the best for y and for each the runner-up carries at most half as much (the gap is MIG's term for
+that factor). For scale: an encoder that reads the sprite's centroid exactly scores 0.75 with gap 0.68 per
+coordinate (20 bins for 32 positions), the same encoder rotated by 45 degrees 0.17 with gap 0.00.
 
     python experiments/vae_traversal_motion.py --network=runs/00000-dsprites-betavae-batch64/vae-snapshot-000020.pkl
 
@@ -70,13 +72,16 @@ def position_information(E, source, num_images, seed, batch=256):
 
 
 def separation_summary(position):
-    """Best dimension, its normalized MI and its gap to the runner-up, per position factor; and whether x and y differ."""
+    """Per position factor: best dimension, its normalized MI, the runner-up and the gap; then whether x and y
+    have different best dimensions (`separate`) and each leads its runner-up by at least half (`clearly_separate`)."""
     summary = {}
     for name, nmi in position.items():
         order = np.argsort(-nmi)
         summary[name] = dict(best_dim=int(order[0]), nmi=round(float(nmi[order[0]]), 3),
                              runner_up_dim=int(order[1]), gap=round(float(nmi[order[0]] - nmi[order[1]]), 3))
     summary['separate'] = summary['pos_x']['best_dim'] != summary['pos_y']['best_dim']
+    summary['clearly_separate'] = summary['separate'] and all(summary[name]['gap'] >= summary[name]['nmi'] / 2
+                                                              for name in position)
     return summary
 
 
@@ -116,7 +121,10 @@ def main(network_pkl, num_images, seed, mi_images, json_path):
             s = summary[name]
             print(f'  {name}: dim {s["best_dim"]} {s["nmi"]:.3f}, runner-up dim {s["runner_up_dim"]} '
                   f'{s["nmi"] - s["gap"]:.3f} (gap {s["gap"]:.3f})')
-        print(f'  x and y on {"separate dimensions" if summary["separate"] else "the same dimension"}')
+        verdict = ('clearly on separate dimensions' if summary['clearly_separate'] else
+                   'on separate best dimensions, each shared with a runner-up' if summary['separate'] else
+                   'on the same best dimension')
+        print(f'  x and y {verdict}')
         result.update(mi_images=mi_images, position_nmi={k: [round(float(v), 4) for v in nmi] for k, nmi in position.items()},
                       separation=summary)
     if json_path:
