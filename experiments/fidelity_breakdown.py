@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from idgan_vs_vae import repo_relative, write_json_atomic  # noqa: E402
+from idgan_vs_vae import machine_record, repo_relative, write_json_atomic  # noqa: E402
 
 from metrics import fidelity  # noqa: E402
 
@@ -117,7 +117,8 @@ def main(networks, data, num, seed, json_path):
     for name, row in rows.items():
         print(f'| {name} | ' + ' | '.join(f'{row[k]:.3f}' for k in keys) + ' |')
     result = dict(command='python experiments/fidelity_breakdown.py ' + ' '.join(sys.argv[1:]), data=data,
-                  num=num, seed=seed, wall_minutes=round((time.time() - start) / 60, 1), rows=rows)
+                  num=num, seed=seed, wall_minutes=round((time.time() - start) / 60, 1), rows=rows,
+                  machine=machine_record())
     if json_path:
         write_json_atomic(json_path, repo_relative(result))
         print(f'Wrote {json_path}')

@@ -210,7 +210,7 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, distill_weight
         threads=os.environ.get('OMP_NUM_THREADS'), code_dim=10, vae_kimg=vae_kimg, gan_kimg=gan_kimg, gamma=gamma,
         distill_weight=distill_weight,
         teachers=teachers, ranking=order, metric_options=options_used, stages=stages.log,
-        pictures=[os.path.relpath(p, REPO) for p in pictures], table=table)
+        pictures=[os.path.relpath(p, REPO) for p in pictures], table=table, machine=base.machine_record())
     base.write_json_atomic(json_path, base.repo_relative(result))
     print('\n' + table)
     print(f'\nBy encoder MIG: {" > ".join(order["by_encoder_mig"])}; '

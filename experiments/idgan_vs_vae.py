@@ -112,6 +112,26 @@ def repo_relative(value, repo=REPO):
     return value
 
 
+def machine_record():
+    """What decides whether another machine can repeat these numbers: the CPU, its bf16 units, what
+    `--precision=auto` chose for the training runs' device, and the library versions."""
+    import platform
+
+    import torch
+
+    from torch_utils.precision import cpu_bf16_flags, resolve_precision
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return dict(cpu=cpu, cpu_bf16_flags=list(cpu_bf16_flags()), device=device,
+                precision_auto=resolve_precision('auto', device), threads=os.environ.get('OMP_NUM_THREADS'),
+                torch=torch.__version__, python=platform.python_version())
+
+
 def write_json_atomic(path, data):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp{os.getpid()}'
@@ -124,7 +144,7 @@ def write_json_atomic(path, data):
 def finish(json_path, result, table, wall_minutes, budget_minutes, summary=None):
     """Write the result (checkout-relative paths) atomically, print the table, an optional summary line and the
     wall time, and warn when the stated budget was exceeded."""
-    write_json_atomic(json_path, repo_relative(result))
+    write_json_atomic(json_path, repo_relative({**result, 'machine': result.get('machine') or machine_record()}))
     print('\n' + table)
     if summary:
         print('\n' + summary)

@@ -137,6 +137,9 @@ def main(outdir, minutes, kimg, seed, per_category, json_path, image_path, train
     results.update(command='python experiments/infogan_digits.py ' + ' '.join(sys.argv[1:]),
                    train_args=args, run_dir=run_dir, snapshot=snapshot_pkl, kimg=cur_kimg,
                    train_minutes=round(train_seconds / 60, 2), threads=torch.get_num_threads(), seed=seed)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from idgan_vs_vae import machine_record
+    results['machine'] = machine_record()
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
     tmp = f'{json_path}.tmp{os.getpid()}'
     with open(tmp, 'w') as f:

@@ -118,3 +118,13 @@ def test_variant_suffix_names_each_non_default_setting_and_the_training_seed():
     assert exp.variant_suffix('btcvae', 0.001, None, 60, 0) == '_btcvae_lambda0.001_gan60kimg'
     assert exp.variant_suffix('btcvae', 0.001, 0.1, 20, 0) == '_btcvae_lambda0.001_gamma0.1'
     assert exp.variant_suffix('betavae', 0.1, None, 20, 2) == '_trainseed2'
+
+
+def test_machine_record_states_what_auto_precision_chose_here(monkeypatch):
+    from torch_utils import precision
+    record = exp.machine_record()
+    assert set(record) == {'cpu', 'cpu_bf16_flags', 'device', 'precision_auto', 'threads', 'torch', 'python'}
+    assert record['precision_auto'] == precision.resolve_precision('auto', record['device'])
+    assert record['cpu_bf16_flags'] == list(precision.cpu_bf16_flags())
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    assert exp.machine_record()['threads'] == '1'

@@ -87,7 +87,9 @@ def test_matrix_image_grey_levels_follow_the_values(tmp_path):
 def test_finish_writes_relative_paths_and_warns_over_budget(tmp_path, capsys):
     path = str(tmp_path / 'out.json')
     exp.finish(path, dict(snapshot=os.path.join(exp.REPO, 'runs', 'a.pkl')), '| t |', 3.0, 2.0, summary='pick 3')
-    assert json.load(open(path)) == dict(snapshot=os.path.join('runs', 'a.pkl'))
+    written = json.load(open(path))
+    assert written.pop('machine')['precision_auto'] in ('fp32', 'bf16', 'fp16')
+    assert written == dict(snapshot=os.path.join('runs', 'a.pkl'))
     out = capsys.readouterr().out
     assert '| t |' in out and 'pick 3' in out and 'longer than the stated budget of 2 minutes' in out
     exp.finish(path, dict(a=1), '| t |', 1.0, 2.0)
