@@ -171,17 +171,17 @@ def main(outdir, vae_reuse, gan_reuse, vae_kimg, gan_kimg, gamma, distill_weight
     for cfg, name, _ in TEACHERS:
         stages.begin(f'encoder-side disentanglement of {name} (FactorVAE, MIG, DCI)')
         teachers[cfg]['encoder'], options_used['encoder'] = base._metrics(
-            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), base.ENCODER_METRICS)
+            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), base.ENCODER_METRICS, 'dsprites')
         stages.end()
     for cfg, name, _ in TEACHERS:
         stages.begin(f'generator side of the {name} decoder (aggregate-posterior codes)')
         teachers[cfg]['vae_decoder'], _ = base._metrics(
-            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), decoder_plan)
+            stages, py, vaes[cfg], os.path.join(outdir, f'metrics-{cfg}-vae'), decoder_plan, 'dsprites')
         stages.end()
     for cfg, name, _ in TEACHERS:
         stages.begin(f'generator side and fidelity of the ID-GAN on {name}')
         teachers[cfg]['idgan_generator'], options_used['generator'] = base._metrics(
-            stages, py, gans[cfg], os.path.join(outdir, f'metrics-{cfg}-idgan'), generator_plan)
+            stages, py, gans[cfg], os.path.join(outdir, f'metrics-{cfg}-idgan'), generator_plan, 'dsprites')
         stages.end()
 
     stages.begin('pictures: each VAE decoder beside its ID-GAN, and the three ID-GANs side by side')

@@ -124,7 +124,7 @@ def main(outdir, infogan_pkl, cr_pkl, kimg, seed, budget_minutes, json_path, ima
     results = {}
     for key, label in (('infogan', 'InfoGAN'), ('cr', 'InfoGAN-CR')):
         stages.begin(f'{label}: FactorVAE and MIG through Q, mig_gen through the oracle')
-        scores, options = base._metrics(stages, py, snapshots[key], os.path.join(outdir, f'metrics-{key}'), METRICS)
+        scores, options = base._metrics(stages, py, snapshots[key], os.path.join(outdir, f'metrics-{key}'), METRICS, 'dsprites')
         scores.update(last_tick_stats(os.path.dirname(snapshots[key])))
         results[key] = scores
         stages.end()
