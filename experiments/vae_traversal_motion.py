@@ -58,13 +58,13 @@ def traversal_motion(E, Dec, images, value_range=3.0, steps=11):
 
 @torch.no_grad()
 def position_information(E, source, num_images, seed, batch=256):
-    """{factor: (normalized MI per code dimension [D], entropy)} for pos_x and pos_y, from E's posterior means."""
+    """{factor: float [D]} for pos_x and pos_y: each code dimension's MI with the factor / its entropy (posterior means)."""
     from metrics.mig import mig_from_codes
     index = np.random.RandomState(seed).randint(0, source.num_images, size=num_images)
-    codes = []
+    codes, E = [], E.eval()
     for start in range(0, num_images, batch):
         images = torch.from_numpy(source.images(index[start:start + batch])).float() / 127.5 - 1
-        codes.append(E.eval()(images)[0].double().numpy())
+        codes.append(E(images)[0].double().numpy())
     factors = np.asarray(source.index_to_factors(index))
     _, info, entropy = mig_from_codes(np.concatenate(codes), factors)
     names = list(source.factor_names)
