@@ -20,7 +20,8 @@ import train
 from networks.vae import CodeDiscriminator, Decoder, Encoder, VAEConfigError, conv_channels
 from training import vae_objectives
 from training.snapshot import SnapshotError
-from training.vae_loop import traversal_grid, vae_training_loop
+from training.training_loop import save_image_grid
+from training.vae_loop import TRAVERSAL_SPACING, traversal_grid, vae_training_loop
 from training.vae_objectives.base import gaussian_kl, kl_decomposition, reconstruction_nll
 from training.vae_objectives.betavae import BetaVAE
 from training.vae_objectives.btcvae import BetaTCVAE
@@ -269,11 +270,30 @@ def test_run_writes_grids_and_snapshots(toy_run):
         ['vae-snapshot-000000.pkl', 'vae-snapshot-000001.pkl', 'vae-snapshot-000002.pkl']
     assert os.path.basename(last) == 'vae-snapshot-000002.pkl'
     with PIL.Image.open(os.path.join(run_dir, 'traversal000002.png')) as image:
-        assert image.size == (11 * TOY_RES, 3 * TOY_RES)     # 11 steps x code_dim rows
+        # 11 steps x code_dim rows, grey lines between the tiles
+        assert image.size == (11 * TOY_RES + 10 * TRAVERSAL_SPACING, 3 * TOY_RES + 2 * TRAVERSAL_SPACING)
     with open(last, 'rb') as f:
         data = pickle.load(f)
     assert {'E', 'Dec', 'vae_kwargs', 'training_set_kwargs', 'resume_state'} <= set(data)
     assert data['resume_state']['cur_nimg'] == 2400
+
+
+def test_image_grid_spacing_separates_tiles_with_grey_lines(tmp_path):
+    tiles = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1).repeat(4, axis=2).repeat(5, axis=3) * 40  # 4 x 5 tiles
+    save_image_grid(tiles, str(tmp_path / 'plain.png'), drange=[0, 255], grid_size=(3, 2))
+    save_image_grid(tiles, str(tmp_path / 'spaced.png'), drange=[0, 255], grid_size=(3, 2), spacing=2, spacing_value=7)
+    plain = np.asarray(PIL.Image.open(tmp_path / 'plain.png'))
+    spaced = np.asarray(PIL.Image.open(tmp_path / 'spaced.png'))
+    assert plain.shape == (2 * 4, 3 * 5)
+    assert spaced.shape == (2 * 4 + 2, 3 * 5 + 2 * 2)
+    for index in range(6):
+        row, col = divmod(index, 3)
+        assert (plain[row * 4:(row + 1) * 4, col * 5:(col + 1) * 5] == index * 40).all()
+        assert (spaced[row * 6:row * 6 + 4, col * 7:col * 7 + 5] == index * 40).all()
+    assert (spaced[4:6, :] == 7).all() and (spaced[:, 5:7] == 7).all() and (spaced[:, 12:14] == 7).all()
+    assert not os.path.exists(tmp_path / 'bad.png')
+    with pytest.raises(ValueError, match='spacing'):
+        save_image_grid(tiles, str(tmp_path / 'bad.png'), drange=[0, 255], grid_size=(3, 2), spacing=-1)
 
 
 def test_traversal_row_d_sweeps_dimension_d_from_the_posterior_mean(toy_run):

@@ -51,15 +51,25 @@ def setup_snapshot_image_grid(training_set, random_seed=0, max_width=16, max_hei
     return (gw, gh), np.stack(images), np.stack(labels)
 
 
-def save_image_grid(img, fname, drange, grid_size):
-    """img: [N, C, H, W] float in drange (or uint8 with drange [0, 255]); written atomically."""
+def save_image_grid(img, fname, drange, grid_size, spacing=0, spacing_value=96):
+    """img: [N, C, H, W] float in drange (or uint8 with drange [0, 255]); written atomically.
+
+    Tiles abut, as in StyleGAN2-ADA's grids, unless `spacing` > 0: then `spacing`-pixel lines of grey
+    `spacing_value` separate them, so that where an object sits inside its tile stays visible.
+    """
     lo, hi = drange
     img = np.asarray(img, dtype=np.float32)
     img = (img - lo) * (255 / (hi - lo))
     img = np.rint(img).clip(0, 255).astype(np.uint8)
     gw, gh = grid_size
     _N, C, H, W = img.shape
-    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
+    spacing = int(spacing)
+    if spacing < 0:
+        raise ValueError(f'grid spacing must be non-negative, got {spacing}.')
+    # Pad every tile on its right and bottom, then cut the padding off the grid's last column and row.
+    img = np.pad(img.reshape(gh, gw, C, H, W), [(0, 0)] * 3 + [(0, spacing)] * 2, constant_values=spacing_value)
+    H, W = H + spacing, W + spacing
+    img = img.transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)[:gh * H - spacing, :gw * W - spacing]
     image = PIL.Image.fromarray(img[:, :, 0], 'L') if C == 1 else PIL.Image.fromarray(img, 'RGB')
     tmp = f'{fname}.tmp{os.getpid()}.png'
     image.save(tmp)

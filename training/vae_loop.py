@@ -7,7 +7,8 @@ moments, counters, position in the data stream, RNG states) and the same NaN/Inf
     reals.png                     the fixed images the grids below reconstruct
     recon<kimg>.png               rows alternate: real images, their reconstructions (posterior mean)
     traversal<kimg>.png           row d: code dimension d swept over [-3, 3] (columns), the other
-                                  dimensions at the posterior mean of one real image
+                                  dimensions at the posterior mean of one real image; grey lines
+                                  between the tiles
     vae-snapshot-<kimg:06d>.pkl   dict: E, Dec, the objective's modules (FactorVAE: D_tc),
                                   vae_kwargs, training_set_kwargs, resume_state
 
@@ -42,6 +43,7 @@ from training.training_loop import (
 from training.vae_objectives.base import reparameterize
 
 SNAPSHOT_PREFIX = 'vae-snapshot-'
+TRAVERSAL_SPACING = 2          # grey lines between traversal tiles: a sprite's travel inside its tile shows
 TRAVERSAL_RANGE = 3.0          # traversals sweep the prior's +-3 standard deviations
 TRAVERSAL_STEPS = 11
 GRID_COLUMNS = 16
@@ -209,7 +211,7 @@ def vae_training_loop(
         save_image_grid(reconstruction_grid(E, Dec, grid_reals, amp_dtype), os.path.join(run_dir, f'recon{suffix}.png'),
                         drange=[-1, 1], grid_size=(GRID_COLUMNS, 2 * GRID_PAIRS))
         save_image_grid(traversal_grid(E, Dec, grid_reals[0], amp_dtype), os.path.join(run_dir, f'traversal{suffix}.png'),
-                        drange=[-1, 1], grid_size=(TRAVERSAL_STEPS, E.code_dim))
+                        drange=[-1, 1], grid_size=(TRAVERSAL_STEPS, E.code_dim), spacing=TRAVERSAL_SPACING)
 
     if resume_state is None:
         save_grids('_init')
