@@ -185,6 +185,8 @@ def _check_resume_fits(resume_pkl, training_set):
 @click.option('--code-dim', help='VAE configs: code dimensions [default: 10]', type=click.IntRange(min=1))
 @click.option('--beta', help='VAE configs: KL weight (betavae) or total-correlation weight (btcvae) [default: by --cfg]',
               type=click.FloatRange(min=0))
+@click.option('--tc-estimator', help='btcvae: minibatch estimator of the total correlation (docs/VAE.md) [default: mws]',
+              type=click.Choice(['mws', 'mss']))
 @click.option('--recon', help='VAE configs: decoder likelihood (auto = bernoulli for 1 channel, gaussian for colour)',
               type=click.Choice(['auto', 'bernoulli', 'gaussian']), default='auto')
 @click.option('--lr', help='VAE configs: learning rate [default: 1e-3; official 1e-4]; GAN configs use --glr/--dlr',
@@ -309,9 +311,9 @@ def main(**kwargs):
     stray = sorted(name for name in claimed - set(getattr(cfgs[opts.cfg], 'options', ())) if opts.get(name) is not None)
     if stray:
         raise UserError(f'--{stray[0].replace("_", "-")} does not apply to --cfg={opts.cfg}; drop it or pick a --cfg that uses it.')
-    vae_only = [name for name in ('beta', 'lr') if opts.get(name) is not None] + (['recon'] if opts.recon != 'auto' else [])
+    vae_only = [name for name in ('beta', 'lr', 'tc_estimator') if opts.get(name) is not None] + (['recon'] if opts.recon != 'auto' else [])
     if vae_only:  # otherwise silently ignored by GAN presets
-        raise UserError(f'--{vae_only[0]} applies to the VAE configs ({", ".join(sorted(vae_cfgs()))}), not to '
+        raise UserError(f'--{vae_only[0].replace("_", "-")} applies to the VAE configs ({", ".join(sorted(vae_cfgs()))}), not to '
                         f'--cfg={opts.cfg}; drop it.')
     widths = cfgs[opts.cfg](c, opts, training_set)
     _apply_mapping_choice(c, opts, training_set)

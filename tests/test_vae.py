@@ -123,14 +123,60 @@ def test_kl_decomposition_matches_hand_computation_on_two_samples():
         assert parts['dimwise_kl'][i].item() == pytest.approx(log_q_z - log_normal(z, 0.0, 1.0), rel=1e-5)
 
 
-def test_kl_decomposition_sums_to_the_kl_on_a_batch():
+def test_stratified_kl_decomposition_matches_hand_computation_on_two_samples():
+    code = torch.tensor([[0.5], [-1.0]])
+    mu = torch.tensor([[0.0], [-0.5]])
+    logvar = torch.tensor([[0.0], [math.log(0.5)]])
+    N = 100
+
+    def normal(z, m, var):
+        return math.exp(-0.5 * (z - m) ** 2 / var) / math.sqrt(2 * math.pi * var)
+    variances = [1.0, 0.5]
+    parts = kl_decomposition(code, mu, logvar, dataset_size=N, estimator='mss')
+    for i in range(2):
+        z, other = code[i, 0].item(), 1 - i
+        # Own image weight 1/N, the one other image of the batch stands for the other N - 1.
+        q_z = normal(z, mu[i, 0].item(), variances[i]) / N + normal(z, mu[other, 0].item(), variances[other]) * (N - 1) / N
+        assert parts['tc'][i].item() == pytest.approx(0.0, abs=1e-6)
+        assert parts['mi'][i].item() == pytest.approx(math.log(normal(z, mu[i, 0].item(), variances[i]) / q_z), rel=1e-5)
+        assert parts['dimwise_kl'][i].item() == pytest.approx(math.log(q_z / normal(z, 0.0, 1.0)), rel=1e-5)
+
+
+def test_tc_estimators_on_a_collapsed_code():
+    # Every posterior is the prior: q(z) = p(z), so MI and TC are 0 and all the KL is dimension-wise.
+    gen = torch.Generator().manual_seed(3)
+    code, zeros = torch.randn(32, 4, generator=gen), torch.zeros(32, 4)
+    N = 5000
+    mss = kl_decomposition(code, zeros, zeros, dataset_size=N, estimator='mss')
+    torch.testing.assert_close(mss['tc'], torch.zeros(32), atol=1e-4, rtol=0)
+    torch.testing.assert_close(mss['mi'], torch.zeros(32), atol=1e-4, rtol=0)
+    torch.testing.assert_close(mss['dimwise_kl'], mss['kl_sample'], atol=1e-4, rtol=0)
+    # Minibatch-weighted sampling's weights sum to 1/N: its TC reads (D - 1) log N here.
+    mws = kl_decomposition(code, zeros, zeros, dataset_size=N, estimator='mws')
+    torch.testing.assert_close(mws['tc'], torch.full((32,), 3 * math.log(N)), atol=1e-3, rtol=0)
+
+
+def test_tc_estimator_rejects_bad_input():
+    code = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match='at least 2 codes'):
+        kl_decomposition(code, code, code, dataset_size=10, estimator='mss')
+    with pytest.raises(ValueError, match='at least the batch size'):
+        kl_decomposition(torch.zeros(8, 2), torch.zeros(8, 2), torch.zeros(8, 2), dataset_size=4, estimator='mss')
+    with pytest.raises(ValueError, match='unknown TC estimator'):
+        kl_decomposition(code, code, code, dataset_size=10, estimator='exact')
+    with pytest.raises(ValueError, match='unknown TC estimator'):
+        BetaTCVAE(beta=6, tc_estimator='exact', code_dim=2, dataset_size=10)
+
+
+@pytest.mark.parametrize('estimator', ['mws', 'mss'])
+def test_kl_decomposition_sums_to_the_kl_on_a_batch(estimator):
     gen = torch.Generator().manual_seed(0)
     mu = torch.randn(16, 3, generator=gen)
     logvar = torch.randn(16, 3, generator=gen) * 0.3 - 1
     samples = []
     for _ in range(400):
         code = mu + torch.randn(16, 3, generator=gen) * (0.5 * logvar).exp()
-        parts = kl_decomposition(code, mu, logvar, dataset_size=1000)
+        parts = kl_decomposition(code, mu, logvar, dataset_size=1000, estimator=estimator)
         total = parts['mi'] + parts['tc'] + parts['dimwise_kl']
         torch.testing.assert_close(total, parts['kl_sample'], atol=1e-4, rtol=1e-5)
         samples.append(total)
@@ -139,14 +185,15 @@ def test_kl_decomposition_sums_to_the_kl_on_a_batch():
     torch.testing.assert_close(estimate, gaussian_kl(mu, logvar).sum(dim=1), atol=0.15, rtol=0.05)
 
 
-def test_tc_estimate_is_large_for_correlated_codes_and_small_for_independent_ones():
+@pytest.mark.parametrize('estimator', ['mws', 'mss'])
+def test_tc_estimate_is_large_for_correlated_codes_and_small_for_independent_ones(estimator):
     gen = torch.Generator().manual_seed(1)
     base = torch.randn(256, 1, generator=gen)
     correlated = torch.cat([base, base], dim=1)
     independent = torch.randn(256, 2, generator=gen)
     logvar = torch.full((256, 2), math.log(0.01))
-    tc_corr = kl_decomposition(correlated, correlated, logvar, dataset_size=256)['tc'].mean()
-    tc_ind = kl_decomposition(independent, independent, logvar, dataset_size=256)['tc'].mean()
+    tc_corr = kl_decomposition(correlated, correlated, logvar, dataset_size=256, estimator=estimator)['tc'].mean()
+    tc_ind = kl_decomposition(independent, independent, logvar, dataset_size=256, estimator=estimator)['tc'].mean()
     assert tc_corr > tc_ind + 1.0
 
 
@@ -161,6 +208,10 @@ def test_betavae_and_btcvae_regularisers():
     torch.testing.assert_close(reg1, kl)  # beta = 1: the TC weight is that of the plain KL
     reg6, stats = BetaTCVAE(beta=6, code_dim=4, dataset_size=100).regulariser(mu, logvar, code)
     torch.testing.assert_close(reg6, kl + 5 * stats['tc'])
+    reg6s, stats_s = BetaTCVAE(beta=6, tc_estimator='mss', code_dim=4, dataset_size=100).regulariser(mu, logvar, code)
+    torch.testing.assert_close(reg6s, kl + 5 * stats_s['tc'])
+    torch.testing.assert_close(stats_s['tc'], kl_decomposition(code, mu, logvar, 100, 'mss')['tc'])
+    assert not torch.allclose(stats_s['tc'], stats['tc'])
 
 
 def test_permute_dims_permutes_each_dimension_independently():
@@ -418,6 +469,11 @@ def test_train_cli_dry_run_configures_the_vae(tmp_path):
     assert '"class_name": "training.vae_objectives.btcvae.BetaTCVAE"' in result.output
     assert '"beta": 3.0' in result.output and '"code_dim": 5' in result.output and '"lr": 0.0005' in result.output
     assert 'bernoulli decoder' in result.output         # --recon=auto on grey data
+    assert '"tc_estimator": "mws"' in result.output
+    result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), '--data=digits', '--cfg=btcvae',
+                                             '--tc-estimator=mss', '--kimg=1', '--dry-run'])
+    assert result.exit_code == 0, result.output
+    assert '"tc_estimator": "mss"' in result.output
 
 
 def test_train_cli_rejects_options_of_other_objectives(tmp_path):
@@ -425,6 +481,14 @@ def test_train_cli_rejects_options_of_other_objectives(tmp_path):
                                              '--beta=3', '--dry-run'])
     assert result.exit_code != 0
     assert '--beta does not apply to --cfg=factorvae (it uses --gamma)' in result.output
+    result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), '--data=digits', '--cfg=betavae',
+                                             '--tc-estimator=mss', '--dry-run'])
+    assert result.exit_code != 0
+    assert '--tc-estimator does not apply to --cfg=betavae (it uses --beta)' in result.output
+    result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path), '--data=digits', '--cfg=stylegan2',
+                                             '--tc-estimator=mss', '--dry-run'])
+    assert result.exit_code != 0
+    assert '--tc-estimator applies to the VAE configs' in result.output
 
 
 def test_train_cli_rejects_resuming_a_vae_on_other_data(toy_run, tmp_path):

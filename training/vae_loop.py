@@ -374,10 +374,10 @@ def launch_vae_training(opts):
     from training.vae_snapshot import VAESnapshotError, check_vae_snapshot_fits, load_vae_snapshot
 
     objective_cls = vae_objectives.get(opts.cfg)
-    for name in ('beta', 'gamma'):
+    for name in ('beta', 'gamma', 'tc_estimator'):
         if opts.get(name) is not None and name not in objective_cls.hyper_params:
-            uses = ', '.join(f'--{key}' for key in objective_cls.hyper_params) or 'no weight option'
-            raise host.UserError(f'--{name} does not apply to --cfg={opts.cfg} (it uses {uses}).')
+            uses = ', '.join(f'--{key}'.replace('_', '-') for key in objective_cls.hyper_params) or 'no weight option'
+            raise host.UserError(f'--{name.replace("_", "-")} does not apply to --cfg={opts.cfg} (it uses {uses}).')
     if opts.gpus != 1:
         raise host.UserError(f'--cfg={opts.cfg} trains in one process; drop --gpus={opts.gpus}.')
     device = opts.device or ('cuda' if torch.cuda.is_available() else 'cpu')

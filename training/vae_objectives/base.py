@@ -52,14 +52,43 @@ def reparameterize(mu, logvar, generator=None):
     return mu.float() + noise * torch.exp(0.5 * logvar.float())
 
 
-def kl_decomposition(code, mu, logvar, dataset_size):
-    """Chen et al. 2018's decomposition of the KL term, per sample, by minibatch-weighted sampling.
+TC_ESTIMATORS = ('mws', 'mss')
 
-    With a batch of M codes z_i ~ q(z | n_i) from a dataset of N images, Chen et al. (Sec. 3.1,
-    Eq. 3 and appendix C.1) estimate
-        log q(z_i)   ~= logsumexp_j log q(z_i | n_j)   - log(N M)
-        log q(z_id)  ~= logsumexp_j log q(z_id | n_j)  - log(N M)   (each dimension d)
-    and split log q(z|x) - log p(z) into
+
+def _log_mixture_weights(batch, dataset_size, estimator, device):
+    """[M, M] log-weights w_ij of q(z_i | n_j) in the estimate q(z_i) ~= sum_j w_ij q(z_i | n_j)."""
+    n = float(dataset_size)
+    if estimator == 'mws':
+        return torch.full((batch, batch), -math.log(n * batch), device=device)
+    if estimator == 'mss':
+        if batch < 2:
+            raise ValueError('the stratified TC estimator (mss) needs batches of at least 2 codes.')
+        if n < batch:
+            raise ValueError(f'the stratified TC estimator (mss) needs a dataset of at least the batch size '
+                             f'({batch}), got {dataset_size}.')
+        weights = torch.full((batch, batch), math.log((n - 1) / (n * (batch - 1))), device=device)
+        weights.fill_diagonal_(-math.log(n))
+        return weights
+    raise ValueError(f'unknown TC estimator {estimator!r}; choose one of {", ".join(TC_ESTIMATORS)}.')
+
+
+def kl_decomposition(code, mu, logvar, dataset_size, estimator='mws'):
+    """Chen et al. 2018's decomposition of the KL term, per sample, from the minibatch.
+
+    With a batch of M codes z_i ~ q(z | n_i) from a dataset of N images, the aggregate posterior
+    q(z) = (1/N) sum_n q(z | n) and its marginals are estimated from the batch's posteriors as
+        log q(z_i)   ~= logsumexp_j [log q(z_i | n_j)  + log w_ij]
+        log q(z_id)  ~= logsumexp_j [log q(z_id | n_j) + log w_ij]   (each dimension d)
+    with one of two weightings (`estimator`):
+    - 'mws', minibatch-weighted sampling (Chen et al., Sec. 3.1, Eq. 3 and appendix C.1; their
+      default): w_ij = 1/(N M) for all j. The weights sum to 1/N, not 1, so the estimates carry
+      an offset that has no gradient but shows in the reported TC: a collapsed code (all
+      posteriors equal) reads (D - 1) log N instead of 0.
+    - 'mss', stratified sampling in its two-stratum form (appendix C.2 partitions further): the
+      image the code came from, exactly one with weight 1/N, and the other N - 1 images, which the
+      batch's other M - 1 images sample: w_ii = 1/N, w_ij = (N - 1)/(N (M - 1)). The weights sum
+      to 1, so q(z_i) itself is estimated without bias and a collapsed code reads TC 0.
+    log q(z|x) - log p(z) then splits into
         mutual information  log q(z_i | n_i) - log q(z_i)
         total correlation   log q(z_i) - sum_d log q(z_id)
         dimension-wise KL   sum_d log q(z_id) - log p(z_id).
@@ -67,12 +96,11 @@ def kl_decomposition(code, mu, logvar, dataset_size):
     expectation is the closed-form KL. Returns a dict of [N] tensors: mi, tc, dimwise_kl, kl_sample.
     """
     code, mu, logvar = code.float(), mu.float(), logvar.float()
-    batch = code.shape[0]
-    log_norm = math.log(float(dataset_size) * batch)
+    log_w = _log_mixture_weights(code.shape[0], dataset_size, estimator, code.device)
     # [i, j, d]: log q(z_id | n_j), every code against every posterior of the batch.
     pairwise = gaussian_log_density(code[:, None, :], mu[None, :, :], logvar[None, :, :])
-    log_q_z = torch.logsumexp(pairwise.sum(dim=2), dim=1) - log_norm
-    log_q_z_dims = torch.logsumexp(pairwise, dim=1) - log_norm          # [N, D]
+    log_q_z = torch.logsumexp(pairwise.sum(dim=2) + log_w, dim=1)
+    log_q_z_dims = torch.logsumexp(pairwise + log_w[:, :, None], dim=1)           # [N, D]
     log_q_z_given_x = gaussian_log_density(code, mu, logvar).sum(dim=1)
     log_p_z = gaussian_log_density(code, torch.zeros_like(code), torch.zeros_like(code)).sum(dim=1)
     mi = log_q_z_given_x - log_q_z
