@@ -56,10 +56,12 @@ TC_ESTIMATORS = ('mws', 'mss')
 
 
 def _log_mixture_weights(batch, dataset_size, estimator, device):
-    """[M, M] log-weights w_ij of q(z_i | n_j) in the estimate q(z_i) ~= sum_j w_ij q(z_i | n_j)."""
+    """Log-weights w_ij of q(z_i | n_j) in the estimate q(z_i) ~= sum_j w_ij q(z_i | n_j): a float
+    when they are all equal (mws; added after the logsumexp, as the estimator has always been
+    computed), else an [M, M] tensor."""
     n = float(dataset_size)
     if estimator == 'mws':
-        return torch.full((batch, batch), -math.log(n * batch), device=device)
+        return -math.log(n * batch)
     if estimator == 'mss':
         if batch < 2:
             raise ValueError('the stratified TC estimator (mss) needs batches of at least 2 codes.')
@@ -99,8 +101,12 @@ def kl_decomposition(code, mu, logvar, dataset_size, estimator='mws'):
     log_w = _log_mixture_weights(code.shape[0], dataset_size, estimator, code.device)
     # [i, j, d]: log q(z_id | n_j), every code against every posterior of the batch.
     pairwise = gaussian_log_density(code[:, None, :], mu[None, :, :], logvar[None, :, :])
-    log_q_z = torch.logsumexp(pairwise.sum(dim=2) + log_w, dim=1)
-    log_q_z_dims = torch.logsumexp(pairwise + log_w[:, :, None], dim=1)           # [N, D]
+    if isinstance(log_w, float):
+        log_q_z = torch.logsumexp(pairwise.sum(dim=2), dim=1) + log_w
+        log_q_z_dims = torch.logsumexp(pairwise, dim=1) + log_w                  # [N, D]
+    else:
+        log_q_z = torch.logsumexp(pairwise.sum(dim=2) + log_w, dim=1)
+        log_q_z_dims = torch.logsumexp(pairwise + log_w[:, :, None], dim=1)
     log_q_z_given_x = gaussian_log_density(code, mu, logvar).sum(dim=1)
     log_p_z = gaussian_log_density(code, torch.zeros_like(code), torch.zeros_like(code)).sum(dim=1)
     mi = log_q_z_given_x - log_q_z
