@@ -22,7 +22,7 @@ from training import vae_objectives
 from training.snapshot import SnapshotError
 from training.training_loop import save_image_grid
 from training.vae_loop import TRAVERSAL_SPACING, traversal_grid, vae_training_loop
-from training.vae_objectives.base import gaussian_kl, kl_decomposition, reconstruction_nll
+from training.vae_objectives.base import gaussian_kl, gaussian_log_density, kl_decomposition, reconstruction_nll
 from training.vae_objectives.betavae import BetaVAE
 from training.vae_objectives.btcvae import BetaTCVAE
 from training.vae_objectives.factorvae import FactorVAE, permute_dims
@@ -140,6 +140,18 @@ def test_stratified_kl_decomposition_matches_hand_computation_on_two_samples():
         assert parts['tc'][i].item() == pytest.approx(0.0, abs=1e-6)
         assert parts['mi'][i].item() == pytest.approx(math.log(normal(z, mu[i, 0].item(), variances[i]) / q_z), rel=1e-5)
         assert parts['dimwise_kl'][i].item() == pytest.approx(math.log(q_z / normal(z, 0.0, 1.0)), rel=1e-5)
+
+
+def test_mws_adds_its_constant_after_the_logsumexp():
+    # Bit for bit as the estimator has always been computed: a last-bit change alters whole training
+    # runs (docs/VAE.md), and RESULTS.md's beta-TCVAE rows were trained with this arithmetic.
+    gen = torch.Generator().manual_seed(4)
+    mu, logvar = torch.randn(64, 10, generator=gen), torch.randn(64, 10, generator=gen) - 2
+    code = mu + torch.randn(64, 10, generator=gen) * (0.5 * logvar).exp()
+    pairwise = gaussian_log_density(code[:, None, :], mu[None, :, :], logvar[None, :, :])
+    log_norm = math.log(737280 * 64)
+    tc = (torch.logsumexp(pairwise.sum(dim=2), dim=1) - log_norm) - (torch.logsumexp(pairwise, dim=1) - log_norm).sum(dim=1)
+    assert torch.equal(kl_decomposition(code, mu, logvar, dataset_size=737280)['tc'], tc)
 
 
 def test_tc_estimators_on_a_collapsed_code():
