@@ -16,8 +16,8 @@ the first half of the groups, accuracy on the second half -> C[i, j]. The matrix
 symmetrised, (C + C^T) / 2, and a model's centrality is its mean over j != i; the medoid (highest
 centrality) is selected.
 
-Every model draws its codes and noise from the same seeded stream (common random numbers), so
-identical models render identical data and score identically. Each model's data is rendered once and streamed through every encoder, so memory stays at one
+Every model draws its codes and noise from the same seeded stream on its device (common random
+numbers), so identical models render identical data and score identically. Each model's data is rendered once and streamed through every encoder, so memory stays at one
 chunk of images and the cost is N renders + N^2 encodings of groups * group_size + std_samples
 images.
 """
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dnnlib.progress import Progress
+from torch_utils import misc
 
 DEFAULT_GROUPS = 500         # M and L of the paper
 DEFAULT_GROUP_SIZE = 100
@@ -38,11 +39,11 @@ class CentralityError(ValueError):
 
 
 def _to_uint8(images):
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)   # stays on the device for the encoders
 
 
 class SnapshotModel:
-    """A snapshot as ModelCentrality sees it: `num_codes`, `sample_codes`, `render`, `encode`."""
+    """A snapshot as ModelCentrality sees it: `num_codes`, `device`, `sample`, `render`, `encode`."""
 
     def __init__(self, snapshot, name, device='cpu', batch=64):
         from metrics.representation import NetworkRepresentation
@@ -73,15 +74,19 @@ class SnapshotModel:
             raise CentralityError(f'{name} has neither a generator nor a decoder to render data from.')
 
     def sample(self, n, generator):
-        """(codes [n, num_codes], rest): rest is the noise a GAN adds, None for a VAE."""
+        """(codes [n, num_codes], rest) on this model's device: rest is a GAN's noise, None for a VAE.
+
+        `generator` must live on this model's device (data_generator() makes one).
+        """
         if self.kind == 'vae':
-            return torch.randn([n, self.num_codes], generator=generator), None
+            device = misc.draw_device(self.device, generator)
+            return torch.randn([n, self.num_codes], generator=generator, device=device), None
         out = self.latent.sample(n, device=self.device, generator=generator)
-        return out.code.cpu(), (out.noise if 'noise' in out else out.nuisance).cpu()
+        return out.code, (out.noise if 'noise' in out else out.nuisance)
 
     @torch.no_grad()
     def render(self, codes, rest):
-        """uint8 [n, C, H, W] images of codes (and noise)."""
+        """uint8 [n, C, H, W] images of codes (and noise), on this model's device."""
         images = []
         for start in range(0, codes.shape[0], self.batch):
             code = codes[start:start + self.batch].to(self.device)
@@ -95,6 +100,12 @@ class SnapshotModel:
 
     def encode(self, images):
         return self.encoder(images)
+
+
+def data_generator(model, seed):
+    """The seeded stream model `model` renders its data from, on its `device` (CPU for models without
+    one). Common random numbers: every model on one device draws the same values."""
+    return torch.Generator(device=getattr(model, 'device', 'cpu')).manual_seed(int(seed))
 
 
 def labelled_groups(model, num_groups, group_size, generator):
@@ -139,7 +150,7 @@ def cross_scores(models, num_groups=DEFAULT_GROUPS, group_size=DEFAULT_GROUP_SIZ
     total = n * (num_groups * group_size + std_samples)
     with Progress(total, desc='ModelCentrality: render + encode', unit='img', enabled=verbose) as progress:
         for j, data_model in enumerate(models):
-            generator = torch.Generator().manual_seed(int(seed))   # common random numbers for every model
+            generator = data_generator(data_model, seed)
             free = data_model.render(*data_model.sample(std_samples, generator))
             global_variances = [model.encode(free).var(axis=0, ddof=1) for model in models]
             progress.update(std_samples)

@@ -24,7 +24,7 @@ import copy
 import torch
 
 import dnnlib
-from torch_utils import training_stats
+from torch_utils import misc, training_stats
 from training.loss import LossTerm, autocast_context
 
 STAT_PREFIX = 'CR'
@@ -51,20 +51,20 @@ def contrastive_pairs(sampler, num_pairs, gap=0.0, generator=None, device='cpu')
     if sampler.cont_dim < 1:
         raise ValueError('contrastive pairs need continuous codes (--cont >= 2).')
     n = int(num_pairs)
-    gen_device = generator.device if generator is not None else device
-    base_a = sampler.sample(n, device=gen_device, generator=generator)
-    base_b = sampler.sample(n, device=gen_device, generator=generator)
-    shared = torch.randint(sampler.cont_dim, [n], generator=generator, device=gen_device)
+    device = misc.draw_device(device, generator)
+    base_a = sampler.sample(n, device=device, generator=generator)
+    base_b = sampler.sample(n, device=device, generator=generator)
+    shared = torch.randint(sampler.cont_dim, [n], generator=generator, device=device)
     if gap > 0:
-        cont_a, cont_b = gapped_pair([n, sampler.cont_dim], gap, generator=generator, device=gen_device)
+        cont_a, cont_b = gapped_pair([n, sampler.cont_dim], gap, generator=generator, device=device)
     else:
         cont_a, cont_b = sampler.continuous(base_a.code), sampler.continuous(base_b.code)
-    same = torch.nn.functional.one_hot(shared, sampler.cont_dim).bool()
+    same = shared.unsqueeze(1) == torch.arange(sampler.cont_dim, device=device)
     cont_b = torch.where(same, cont_a, cont_b)
     cats_a, cats_b = base_a.code[:, :sampler.num_cat], base_b.code[:, :sampler.num_cat]
-    latents_a = sampler.assemble(torch.cat([cats_a, cont_a], dim=1).to(device), base_a.noise.to(device))
-    latents_b = sampler.assemble(torch.cat([cats_b, cont_b], dim=1).to(device), base_a.noise.to(device))
-    return latents_a, latents_b, shared.to(device)
+    latents_a = sampler.assemble(torch.cat([cats_a, cont_a], dim=1), base_a.noise)
+    latents_b = sampler.assemble(torch.cat([cats_b, cont_b], dim=1), base_a.noise)
+    return latents_a, latents_b, shared
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,6 +29,19 @@ from torch_utils import misc, persistence
 CONT_LOW, CONT_HIGH = -1.0, 1.0
 
 
+def one_hot(index, num_classes, dtype):
+    """[N] int64 -> [N, num_classes] of `dtype`: no host sync on any device (torch's one_hot reads the
+    range on the CPU), and a category out of range gives a zero row, not a device-side assert."""
+    return (index.unsqueeze(1) == torch.arange(num_classes, device=index.device)).to(dtype)
+
+
+def check_categories(index, num_classes, what):
+    """Raise ValueError unless the CPU tensor `index` holds categories in 0..num_classes-1."""
+    if index.numel() and (index.min() < 0 or index.max() >= num_classes):
+        bad = int(index.min()) if index.min() < 0 else int(index.max())
+        raise ValueError(f'{what} has categories 0..{num_classes - 1}, not {bad}.')
+
+
 @persistence.persistent_class
 class InfoGANLatent(torch.nn.Module):
     """z = cat(one-hot groups, U(-1, 1) codes, N(0, I) noise); see the module docstring."""
@@ -54,13 +67,13 @@ class InfoGANLatent(torch.nn.Module):
     def sample(self, batch_size, device='cpu', generator=None):
         """EasyDict(z=[N, z_dim], code=[N, code_dim], noise=[N, noise_dim])."""
         n = int(batch_size)
-        gen_device = generator.device if generator is not None else device
-        cats = [torch.randint(k, [n], generator=generator, device=gen_device) for k in self.cat_sizes]
-        cont = torch.rand([n, self.cont_dim], generator=generator, device=gen_device)
+        device = misc.draw_device(device, generator)
+        cats = [torch.randint(k, [n], generator=generator, device=device) for k in self.cat_sizes]
+        cont = torch.rand([n, self.cont_dim], generator=generator, device=device)
         cont = cont * (CONT_HIGH - CONT_LOW) + CONT_LOW
-        noise = torch.randn([n, self.noise_dim], generator=generator, device=gen_device)
+        noise = torch.randn([n, self.noise_dim], generator=generator, device=device)
         code = torch.cat([torch.stack(cats, dim=1).float() if cats else cont[:, :0], cont], dim=1)
-        return self.assemble(code.to(device), noise.to(device))
+        return self.assemble(code, noise)
 
     def sample_seed(self, seed, device='cpu'):
         """One latent per integer seed, identical on every machine (numpy's generator, as generate.py)."""
@@ -80,13 +93,18 @@ class InfoGANLatent(torch.nn.Module):
         return dnnlib.EasyDict(z=torch.cat([self.code_to_z(code), noise], dim=1), code=code, noise=noise)
 
     def code_to_z(self, code):
-        """[N, code_dim] -> [N, z_code_dim]: one-hot groups then the continuous values."""
+        """[N, code_dim] -> [N, z_code_dim]: one-hot groups then the continuous values.
+
+        Categories are range-checked where they already are on the host (CPU tensors: user input);
+        on an accelerator the check would stall every step, and a category out of range there
+        gives an all-zero one-hot group instead of an error.
+        """
         parts = []
         for group, k in enumerate(self.cat_sizes):
             index = code[:, group].round().long()
-            if index.numel() and (index.min() < 0 or index.max() >= k):
-                raise ValueError(f'categorical code {group} holds a category outside 0..{k - 1}.')
-            parts.append(torch.nn.functional.one_hot(index, k).to(code.dtype))
+            if index.device.type == 'cpu':
+                check_categories(index, k, f'categorical code {group}')
+            parts.append(one_hot(index, k, code.dtype))
         parts.append(code[:, self.num_cat:])
         return torch.cat(parts, dim=1)
 
@@ -118,9 +136,9 @@ class InfoGANLatent(torch.nn.Module):
             start = sum(self.cat_sizes[:dim])
             k = self.cat_sizes[dim]
             index = values.round().long()
-            if index.min() < 0 or index.max() >= k:
-                raise ValueError(f'categorical code {dim} has categories 0..{k - 1}, not {float(values.max()):g}.')
-            z[:, start:start + k] = torch.nn.functional.one_hot(index, k).to(z.dtype)
+            if index.device.type == 'cpu':
+                check_categories(index, k, f'categorical code {dim}')
+            z[:, start:start + k] = one_hot(index, k, z.dtype)
         else:
             z[:, self.onehot_dim + dim - self.num_cat] = values
         return z

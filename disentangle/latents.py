@@ -91,13 +91,21 @@ class PosteriorBankLatent(torch.nn.Module):
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(self, batch_size, device='cpu', generator=None):
-        """EasyDict(z=[N, z_dim], code=[N, code_dim], nuisance=[N, nuisance_dim])."""
+        """EasyDict(z=[N, z_dim], code=[N, code_dim], nuisance=[N, nuisance_dim]), drawn on `device`.
+
+        A `generator` must live on `device`; rows of a bank kept elsewhere are gathered there.
+        """
         self._check_ready()
-        rows = torch.randint(self.bank_mu.shape[0], [int(batch_size)], generator=generator,
-                             device=self.bank_mu.device)
-        eps = torch.randn([int(batch_size), self.code_dim], generator=generator, device=self.bank_mu.device)
-        nuisance = torch.randn([int(batch_size), self.nuisance_dim], generator=generator, device=self.bank_mu.device)
-        return self.assemble(self._reparameterize(rows, eps).to(device), nuisance.to(device))
+        device = misc.draw_device(device, generator)
+        n = int(batch_size)
+        rows = torch.randint(self.bank_mu.shape[0], [n], generator=generator, device=device)
+        eps = torch.randn([n, self.code_dim], generator=generator, device=device)
+        nuisance = torch.randn([n, self.nuisance_dim], generator=generator, device=device)
+        if self.bank_mu.device != device:
+            code = self._reparameterize(rows.to(self.bank_mu.device), eps.to(self.bank_mu.device)).to(device)
+        else:
+            code = self._reparameterize(rows, eps)
+        return self.assemble(code, nuisance)
 
     def sample_seed(self, seed, device='cpu'):
         """One latent per integer seed, the same on every machine (numpy's generator, as generate.py)."""
@@ -109,7 +117,7 @@ class PosteriorBankLatent(torch.nn.Module):
         return self.assemble(self._reparameterize(row, eps).to(device), nuisance.to(device))
 
     def _reparameterize(self, rows, eps):
-        return self.bank_mu[rows] + (0.5 * self.bank_logvar[rows]).exp() * eps
+        return self.bank_mu.index_select(0, rows) + (0.5 * self.bank_logvar.index_select(0, rows)).exp() * eps
 
     def assemble(self, code, nuisance):
         """The sampler's output for given codes [N, code_dim] and nuisance [N, nuisance_dim]."""

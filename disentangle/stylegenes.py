@@ -60,8 +60,13 @@ def check_gene_counts(num_genes, num_variants):
 
 
 def check_genome(genome, num_variants, what='genome'):
-    """Raise GeneError unless `genome` (tensor, any shape) holds integers in [0, num_variants)."""
-    if genome.numel() == 0:
+    """Raise GeneError unless `genome` (tensor, any shape) holds integers in [0, num_variants).
+
+    Only tensors on the CPU are read: there they are user input already on the host. Reading a
+    device tensor would stall the device on every call; genomes on an accelerator come from the
+    sampler (valid by construction) and are clamped into range where they index the bank.
+    """
+    if genome.numel() == 0 or genome.device.type != 'cpu':
         return
     if genome.is_floating_point() and not bool((genome == genome.round()).all()):
         raise GeneError(f'the {what} holds non-integer values; a genes network takes variant indices in '
@@ -71,6 +76,12 @@ def check_genome(genome, num_variants, what='genome'):
         bad = low if low < 0 else high
         raise GeneError(f'variant index {bad} in the {what} is out of range: this network has {num_variants} '
                         f'variants per gene (0-{num_variants - 1}).')
+
+
+def variant_indices(genome, num_variants, what='genome'):
+    """int64 indices of a (checked, where on the CPU) genome, clamped so no index leaves the bank."""
+    check_genome(genome, num_variants, what)
+    return genome.round().long().clamp(0, num_variants - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,12 +137,12 @@ class GeneLatent(torch.nn.Module):
             self.code_latent.prepare(training_set, device=device, encoder=encoder)
 
     def sample(self, batch_size, device='cpu', generator=None):
-        where = generator.device if generator is not None else torch.device(device)
-        genes = torch.randint(self.num_variants, [int(batch_size), self.num_genes], generator=generator, device=where)
+        device = misc.draw_device(device, generator)
+        genes = torch.randint(self.num_variants, [int(batch_size), self.num_genes], generator=generator, device=device)
         code = None
         if self.code_latent is not None:
             code = self.code_latent.sample(batch_size, device=device, generator=generator).code
-        return self.assemble(code, genes.to(device))
+        return self.assemble(code, genes)
 
     def sample_seed(self, seed, device='cpu'):
         """One genome per integer seed, the same on every machine (numpy's generator, as generate.py)."""
@@ -143,8 +154,7 @@ class GeneLatent(torch.nn.Module):
         """The sampler's output for a code [N, code_dim] (None without one) and genomes [N, num_genes]."""
         genes = torch.as_tensor(nuisance)
         misc.assert_shape(genes, [None, self.num_genes])
-        check_genome(genes, self.num_variants)
-        genes = genes.round().long()
+        genes = variant_indices(genes, self.num_variants)
         out = dnnlib.EasyDict(genes=genes, nuisance=genes.float())
         if self.code_latent is None:
             out.z = genes.float()
@@ -157,14 +167,13 @@ class GeneLatent(torch.nn.Module):
     def genome(self, z):
         """int64 [N, num_genes]: the genome slice of z."""
         misc.assert_shape(z, [None, self.z_dim])
-        genes = z[:, self.gene_offset:]
-        check_genome(genes, self.num_variants)
-        return genes.round().long()
+        return variant_indices(z[:, self.gene_offset:], self.num_variants)
 
     def with_genes(self, z, genes):
         """A copy of z [N, z_dim] whose genome slice is `genes` (int [N or 1, num_genes])."""
-        genes = torch.as_tensor(genes, device=z.device)
-        check_genome(genes, self.num_variants)
+        genes = torch.as_tensor(genes)
+        check_genome(genes, self.num_variants)   # before the copy: user input is checked on the host
+        genes = genes.to(z.device)
         z = z.clone()
         z[:, self.gene_offset:] = genes.to(z.dtype)
         return z
@@ -255,9 +264,8 @@ class GeneMappingNetwork(torch.nn.Module):
             skip_w_avg_update = not update_emas
         with torch.autocast(device_type=z.device.type, enabled=False):  # fp32 like the host's mapping
             misc.assert_shape(z, [None, self.z_dim])
-            genes = z[:, self.code_dim:]
-            check_genome(genes, self.num_variants, what='genome in z')
-            x = self.genes_to_w(self.bank_vectors(genes.round().long()))
+            genes = variant_indices(z[:, self.code_dim:], self.num_variants, what='genome in z')
+            x = self.genes_to_w(self.bank_vectors(genes))
             if self.has_offset:
                 offset = torch.zeros_like(x)
                 if self.code_dim > 0:

@@ -45,6 +45,20 @@ def constant(value, shape=None, dtype=None, device=None, memory_format=None):
     return tensor
 
 
+def draw_device(device, generator=None):
+    """The device on which random values for `device` are drawn: that device itself.
+
+    Drawing where the values are used keeps a training step free of host-to-device copies. A
+    `torch.Generator` must live on that device (CUDA refuses a CPU generator and vice versa); the
+    error names the fix instead of failing inside torch.
+    """
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f'a {generator.device.type} torch.Generator cannot draw values for {device}; create it with '
+                         f'torch.Generator(device={str(device)!r}).')
+    return device
+
+
 nan_to_num = torch.nan_to_num  # kept under its old name: official network code imports it from here
 
 
