@@ -62,8 +62,8 @@ def contrastive_pairs(sampler, num_pairs, gap=0.0, generator=None, device='cpu')
     same = shared.unsqueeze(1) == torch.arange(sampler.cont_dim, device=device)
     cont_b = torch.where(same, cont_a, cont_b)
     cats_a, cats_b = base_a.code[:, :sampler.num_cat], base_b.code[:, :sampler.num_cat]
-    latents_a = sampler.assemble(torch.cat([cats_a, cont_a], dim=1), base_a.noise)
-    latents_b = sampler.assemble(torch.cat([cats_b, cont_b], dim=1), base_a.noise)
+    latents_a = sampler.assemble(torch.cat([cats_a, cont_a], dim=1), base_a.noise, check=False)  # drawn here
+    latents_b = sampler.assemble(torch.cat([cats_b, cont_b], dim=1), base_a.noise, check=False)
     return latents_a, latents_b, shared
 
 

@@ -73,7 +73,7 @@ class InfoGANLatent(torch.nn.Module):
         cont = cont * (CONT_HIGH - CONT_LOW) + CONT_LOW
         noise = torch.randn([n, self.noise_dim], generator=generator, device=device)
         code = torch.cat([torch.stack(cats, dim=1).float() if cats else cont[:, :0], cont], dim=1)
-        return self.assemble(code, noise)
+        return self.assemble(code, noise, check=False)   # categories valid by construction
 
     def sample_seed(self, seed, device='cpu'):
         """One latent per integer seed, identical on every machine (numpy's generator, as generate.py)."""
@@ -84,25 +84,28 @@ class InfoGANLatent(torch.nn.Module):
         code = torch.tensor([list(cats) + list(cont)], dtype=torch.float32, device=device).reshape(1, self.code_dim)
         return self.assemble(code, torch.from_numpy(noise).to(device=device, dtype=torch.float32))
 
-    def assemble(self, code, noise):
-        """The sampler's output for codes [N, code_dim] (the `code` convention) and noise [N, noise_dim]."""
+    def assemble(self, code, noise, check=True):
+        """The sampler's output for codes [N, code_dim] (the `code` convention) and noise [N, noise_dim].
+
+        check=False skips the category check of code_to_z (for codes this sampler drew).
+        """
         misc.assert_shape(code, [None, self.code_dim])
         misc.assert_shape(noise, [code.shape[0], self.noise_dim])
         code = code.to(torch.float32)
         noise = noise.to(code.device, torch.float32)
-        return dnnlib.EasyDict(z=torch.cat([self.code_to_z(code), noise], dim=1), code=code, noise=noise)
+        return dnnlib.EasyDict(z=torch.cat([self.code_to_z(code, check), noise], dim=1), code=code, noise=noise)
 
-    def code_to_z(self, code):
+    def code_to_z(self, code, check=True):
         """[N, code_dim] -> [N, z_code_dim]: one-hot groups then the continuous values.
 
-        Categories are range-checked where they already are on the host (CPU tensors: user input);
-        on an accelerator the check would stall every step, and a category out of range there
-        gives an all-zero one-hot group instead of an error.
+        With `check`, categories are range-checked where they already are on the host (CPU tensors);
+        on an accelerator the check would stall the device, and a category out of range there gives
+        an all-zero one-hot group instead of an error. Sampled codes skip the check.
         """
         parts = []
         for group, k in enumerate(self.cat_sizes):
             index = code[:, group].round().long()
-            if index.device.type == 'cpu':
+            if check and index.device.type == 'cpu':
                 check_categories(index, k, f'categorical code {group}')
             parts.append(one_hot(index, k, code.dtype))
         parts.append(code[:, self.num_cat:])

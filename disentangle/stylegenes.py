@@ -62,9 +62,10 @@ def check_gene_counts(num_genes, num_variants):
 def check_genome(genome, num_variants, what='genome'):
     """Raise GeneError unless `genome` (tensor, any shape) holds integers in [0, num_variants).
 
-    Only tensors on the CPU are read: there they are user input already on the host. Reading a
-    device tensor would stall the device on every call; genomes on an accelerator come from the
-    sampler (valid by construction) and are clamped into range where they index the bank.
+    Only tensors on the CPU are read (there the values are already on the host): reading a device
+    tensor would stall the device. Genomes from the sampler are valid by construction and are not
+    checked; the doors users pass genomes through (assemble, with_genes, an evaluation-mode G)
+    are, and an index is clamped into range wherever it reads the bank.
     """
     if genome.numel() == 0 or genome.device.type != 'cpu':
         return
@@ -78,9 +79,10 @@ def check_genome(genome, num_variants, what='genome'):
                         f'variants per gene (0-{num_variants - 1}).')
 
 
-def variant_indices(genome, num_variants, what='genome'):
-    """int64 indices of a (checked, where on the CPU) genome, clamped so no index leaves the bank."""
-    check_genome(genome, num_variants, what)
+def variant_indices(genome, num_variants, what='genome', check=True):
+    """int64 indices of a genome (checked first where check_genome can), clamped into the bank."""
+    if check:
+        check_genome(genome, num_variants, what)
     return genome.round().long().clamp(0, num_variants - 1)
 
 
@@ -142,7 +144,7 @@ class GeneLatent(torch.nn.Module):
         code = None
         if self.code_latent is not None:
             code = self.code_latent.sample(batch_size, device=device, generator=generator).code
-        return self.assemble(code, genes)
+        return self._output(code, genes)
 
     def sample_seed(self, seed, device='cpu'):
         """One genome per integer seed, the same on every machine (numpy's generator, as generate.py)."""
@@ -154,7 +156,9 @@ class GeneLatent(torch.nn.Module):
         """The sampler's output for a code [N, code_dim] (None without one) and genomes [N, num_genes]."""
         genes = torch.as_tensor(nuisance)
         misc.assert_shape(genes, [None, self.num_genes])
-        genes = variant_indices(genes, self.num_variants)
+        return self._output(code, variant_indices(genes, self.num_variants))
+
+    def _output(self, code, genes):
         out = dnnlib.EasyDict(genes=genes, nuisance=genes.float())
         if self.code_latent is None:
             out.z = genes.float()
@@ -264,7 +268,9 @@ class GeneMappingNetwork(torch.nn.Module):
             skip_w_avg_update = not update_emas
         with torch.autocast(device_type=z.device.type, enabled=False):  # fp32 like the host's mapping
             misc.assert_shape(z, [None, self.z_dim])
-            genes = variant_indices(z[:, self.code_dim:], self.num_variants, what='genome in z')
+            # Checked outside training only: in a training step z comes from the sampler, and a
+            # check there would cost a host sync per forward on a GPU.
+            genes = variant_indices(z[:, self.code_dim:], self.num_variants, what='genome in z', check=not self.training)
             x = self.genes_to_w(self.bank_vectors(genes))
             if self.has_offset:
                 offset = torch.zeros_like(x)

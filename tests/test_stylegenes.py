@@ -119,13 +119,16 @@ def test_gene_bank_costs_no_multiplies_and_far_fewer_parameters_than_the_mlp():
 
 
 def test_bad_genomes_and_gene_options_are_clear_errors():
-    mapping = genes_generator().mapping
+    mapping = genes_generator().mapping.eval()   # what generation runs; a training step is not checked
     with pytest.raises(GeneError, match='variant index 4 in the genome in z is out of range'):
         mapping(torch.tensor([[0., 4., 1.]]), None)
     with pytest.raises(GeneError, match='non-integer values'):
         mapping(torch.randn(2, GENES), None)
     with pytest.raises(GeneError, match='--genes=0 is invalid'):
         GeneLatent(0, 4)
+    mapping.train()   # unchecked (a host sync per step on a GPU), but never outside the bank
+    torch.testing.assert_close(mapping(torch.tensor([[0., 4., 1.]]), None, skip_w_avg_update=True),
+                               mapping(torch.tensor([[0., 3., 1.]]), None, skip_w_avg_update=True))
     with pytest.raises(GeneError, match='does not divide w_dim=12'):
         GeneMappingNetwork(z_dim=5, c_dim=0, w_dim=12, num_ws=2, num_genes=5, num_variants=4)
 
