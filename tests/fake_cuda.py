@@ -18,9 +18,11 @@ CUDA for the ops our code uses:
    device check real CUDA does.
 2. A random op on CUDA with a CPU `torch.Generator` is accepted by fake tensors but raises on
    real CUDA; it raises here too (`torch.Generator(device='cuda')` gives a stand-in that reports
-   CUDA, since a CPU-only build cannot make a CUDA generator). So does copying a non-scalar CPU tensor to CUDA inside the
-   checked region: on a GPU that is a host-to-device transfer per call, the sign of a tensor
-   built or drawn on the wrong device.
+   CUDA, since a CPU-only build cannot make a CUDA generator). So does a blocking copy of a CPU
+   tensor to CUDA, scalars included (`torch.tensor(x, device='cuda')`, `.to('cuda')`): CUDA
+   synchronises the stream before such a copy, and it is the sign of a tensor built or drawn on
+   the wrong device. `non_blocking=True` copies (from pinned memory) pass; a 0-dim CPU tensor as
+   an operand of a CUDA op passes too (it travels as a kernel argument, no copy).
 
 Modules are moved with `FakeCuda.module(m)`: in place, parameters and buffers become fake CUDA
 tensors of the same shapes and dtypes; build a module before entering, move it inside. A later
@@ -95,9 +97,15 @@ class _DrawAndCopyChecks(TorchDispatchMode):
         if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
             source = args[1] if func is torch.ops.aten.copy_.default else args[0]
             target = args[0].device if func is torch.ops.aten.copy_.default else kwargs.get('device', source.device)
-            if source.device.type == 'cpu' and torch.device(target).type == 'cuda' and source.dim() > 0:
-                raise PlacementError(f'host-to-device copy of a CPU tensor of shape {list(source.shape)}.')
+            non_blocking = args[2] if func is torch.ops.aten.copy_.default and len(args) > 2 \
+                else kwargs.get('non_blocking', False)
+            if source.device.type == 'cpu' and torch.device(target).type == 'cuda' and not non_blocking:
+                raise PlacementError(f'blocking host-to-device copy of a CPU tensor of shape {list(source.shape)} '
+                                     f'(CUDA waits for the stream before such a copy).')
         return func(*args, **kwargs)
+
+
+_FROM_HOST_DATA = (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor)
 
 
 class _FunctionChecks(TorchFunctionMode):
@@ -106,6 +114,12 @@ class _FunctionChecks(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in _FROM_HOST_DATA:   # host values copied in C++ below any dispatch: caught here
+            data = args[1] if func is torch.Tensor.new_tensor else args[0]
+            target = kwargs.get('device', args[0].device if func is torch.Tensor.new_tensor else None)
+            if target is not None and torch.device(target).type == 'cuda' and not isinstance(data, torch.Tensor):
+                raise PlacementError(f'{func.__name__} copies host values to {target} (a blocking copy); build '
+                                     f'it once (a buffer), or use torch.full / torch.zeros on the device.')
         generator = kwargs.get('generator')
         if isinstance(generator, _RealGenerator):
             target = kwargs.get('device')

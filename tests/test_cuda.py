@@ -175,11 +175,12 @@ def test_select_model_ranks_idgan_snapshots_on_cuda(idgan_root, tmp_path):
     assert scores.shape == (2, 2) and np.all(scores == scores[0, 0])   # identical models score identically
 
 
-def test_resume_on_cuda_continues_the_counter_and_the_ada_state(idgan_root, tmp_path):
+def test_resume_on_cuda_continues_the_counter(idgan_root, vae_pkl, tmp_path):
     first = snapshots(idgan_root)[-1]
     with open(first, 'rb') as f:
         before = pickle.load(f)['resume_state']
-    run(['train.py', f'--outdir={tmp_path}', '--data=dsprites', '--cfg=idgan', f'--resume={first}', '--kimg=0.4',
+    run(['train.py', f'--outdir={tmp_path}', '--data=dsprites', '--cfg=idgan', f'--vae={vae_pkl}', f'--resume={first}',
+         '--kimg=0.4',
          f'--device={DEVICE}'] + TINY)
     with open(snapshots(tmp_path)[-1], 'rb') as f:
         after = pickle.load(f)

@@ -91,6 +91,11 @@ def test_the_harness_refuses_what_real_cuda_would_refuse_or_wait_for():
             torch.randn(3, device=CUDA, generator=torch.Generator())
         with pytest.raises(PlacementError, match='host-to-device'):
             torch.ones(3).to(CUDA)
+        with pytest.raises(PlacementError, match='host-to-device'):
+            torch.ones([]).to(CUDA)                          # scalars too: a blocking copy syncs
+        with pytest.raises(PlacementError, match='copies host values'):
+            x.new_tensor(3.0)
+        assert is_fake_cuda(torch.ones(3).to(CUDA, non_blocking=True))   # from pinned memory: no sync
         with pytest.raises(Exception, match='device'):
             x + torch.ones(4)
         kept = x.clone()
@@ -102,7 +107,7 @@ def test_the_harness_refuses_what_real_cuda_would_refuse_or_wait_for():
 def test_the_harness_leaves_no_fake_tensor_in_module_caches():
     from torch_utils import misc, training_stats
     with FakeCuda():
-        misc.constant(1.0, device=CUDA)
+        misc._constant_cache['fake-cuda-test'] = torch.ones(1, device=CUDA)
         training_stats.report('FakeCudaTest/value', torch.ones(3, device=CUDA))
     assert not any(is_fake_cuda(t) for t in misc._constant_cache.values())
     assert CUDA not in training_stats._counters['FakeCudaTest/value']

@@ -66,7 +66,10 @@ def report(name, value):
     elems = elems.detach().flatten().to(_reduction_dtype(elems.device))
     finite = torch.isfinite(elems)
     clean = torch.where(finite, elems, torch.zeros_like(elems))
-    moments = torch.stack([elems.new_tensor(elems.numel()), clean.sum(), clean.square().sum(),
+    # The count is filled on the device: new_tensor(numel) would be a blocking host-to-device copy,
+    # which on CUDA waits for the stream at every report.
+    count = torch.full([], elems.numel(), dtype=elems.dtype, device=elems.device)
+    moments = torch.stack([count, clean.sum(), clean.square().sum(),
                            elems.isnan().sum().to(elems.dtype), (elems == np.inf).sum().to(elems.dtype),
                            (elems == -np.inf).sum().to(elems.dtype)])
     # Summed per device without moving to the CPU: a .cpu() here would stall the GPU every step.
