@@ -5,17 +5,20 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from test_idgan import CODE_DIM, _write_squares_folder, _write_vae_snapshot
 
 import dnnlib
-from torch_utils import misc
-from training import distributed
+from networks.stylegan2 import Discriminator, Generator
+from torch_utils import misc, training_stats
+from training import distributed, fault
 from training import training_loop as tl
 from training.global_batch import GlobalBatchSampling
 from training.latent import GaussianLatent
+from training.loss import StyleGAN2Loss
 
 
 def ddp_config(run_dir, num_gpus, data=None, **overrides):
@@ -139,3 +142,119 @@ def test_torchrun_launch_trains_two_ranks_into_one_run_directory(squares, tmp_pa
     assert result.stdout.count('Number of processes: 2') == 1   # only rank 0 prints
     assert len(tl.list_snapshots(str(run_dir))) >= 1
     assert final_snapshot(run_dir)['G_ema'].img_resolution == 16   # the squares folder
+
+
+# ----------------------------------------------------------------------------------------------
+# Buffers: only the ones training changes are averaged, in one collective.
+
+def small_networks():
+    """G with noise inputs (noise_const buffers) and D with a frozen first layer (weight/bias buffers)."""
+    torch.manual_seed(0)
+    G = Generator(z_dim=4, c_dim=0, w_dim=8, img_resolution=16, img_channels=1, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=8))
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=1, channel_base=128, channel_max=8,
+                      block_kwargs=dict(freeze_layers=1), epilogue_kwargs=dict(mbstd_group_size=2))
+    return G.train(), D.train()
+
+
+class RunningMean(torch.nn.Module):
+    """A plug-in module with a running statistic the constant list has never heard of."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('feature_mean', torch.zeros([3]))
+
+
+def test_average_buffers_reduces_w_avg_in_one_collective_and_leaves_constants_out(monkeypatch):
+    G, D = small_networks()
+    plug_in = RunningMean()
+    assert any(name.endswith('noise_const') for name, _ in G.named_buffers())
+    assert any(name.endswith('fromrgb.weight') for name, _ in D.named_buffers())  # frozen layer
+    G.mapping.w_avg.copy_(torch.arange(8.0))
+    before = {name: b.clone() for name, b in G.named_buffers()}
+    calls = []
+
+    def two_ranks(tensor, op=None):  # the other rank holds this rank's values + 2
+        calls.append(tensor.numel())
+        tensor.mul_(2).add_(2)
+
+    monkeypatch.setattr(torch.distributed, 'all_reduce', two_ranks)
+    names = distributed.average_buffers(dict(G=G, D=D, H=plug_in), num_gpus=2)
+    assert names == ['G.mapping.w_avg', 'H.feature_mean']
+    assert calls == [8 + 3]                                          # one flat tensor, one call
+    torch.testing.assert_close(G.mapping.w_avg, torch.arange(8.0) + 1)
+    torch.testing.assert_close(plug_in.feature_mean, torch.ones([3]))
+    for name, b in G.named_buffers():
+        if not name.endswith('w_avg'):
+            assert torch.equal(b, before[name]), name                # noise_const, filters untouched
+    assert distributed.average_buffers(dict(G=G, D=D), num_gpus=1) == [] and len(calls) == 1
+
+
+def test_buffers_listed_as_constant_do_not_change_in_a_training_step():
+    G, D = small_networks()
+    loss = StyleGAN2Loss(device='cpu', G=G, D=D, latent_sampler=GaussianLatent(z_dim=4), style_mixing_prob=0.5,
+                         r1_gamma=1, pl_weight=2)
+    constants = {f'{net}.{name}': b.clone() for net, module in (('G', G), ('D', D))
+                 for name, b in module.named_buffers() if name.rsplit('.', 1)[-1] in distributed.CONSTANT_BUFFERS}
+    w_avg = G.mapping.w_avg.clone()
+    params = list(G.parameters()) + list(D.parameters())
+    optimizer = torch.optim.Adam(params, lr=0.01)
+    real_img = torch.rand([4, 1, 16, 16]) * 2 - 1
+    c = torch.zeros([4, 0])
+    for phase in ('Gmain', 'Greg', 'Dmain', 'Dreg'):
+        optimizer.zero_grad(set_to_none=True)
+        module = G if phase.startswith('G') else D
+        module.requires_grad_(True)
+        loss.accumulate_gradients(phase=phase, real_img=real_img, real_c=c, gen_latents=GaussianLatent(4).sample(4),
+                                  gen_c=c, gain=1, cur_nimg=0)
+        module.requires_grad_(False)
+        optimizer.step()
+    assert not torch.equal(G.mapping.w_avg, w_avg)  # the step did run the networks in training mode
+    buffers = {f'{net}.{name}': b for net, module in (('G', G), ('D', D)) for name, b in module.named_buffers()}
+    for name, value in constants.items():
+        assert torch.equal(buffers[name], value), f'{name} changed in training but is not averaged'
+
+
+# ----------------------------------------------------------------------------------------------
+# Stopping: a stop asked by one rank stops every rank at the same step.
+
+def _train_rank_that_may_ask_to_stop(rank, c, init_file, out_dir, stopping_rank, stop_from_call):
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(backend='gloo', init_method=f'file://{init_file}', rank=rank,
+                                         world_size=c.num_gpus)
+    training_stats.init_multiprocessing(rank=rank, sync_device=torch.device('cpu'))
+    calls = []
+
+    def abort_fn():
+        calls.append(None)
+        return rank == stopping_rank and len(calls) >= stop_from_call
+
+    try:
+        tl.training_loop(**c, rank=rank, abort_fn=abort_fn)
+    finally:
+        torch.distributed.destroy_process_group()
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(dict(abort_fn_calls=len(calls)), f)
+
+
+def test_a_stop_asked_by_one_rank_stops_both_at_the_next_agreement_step(squares, tmp_path):
+    data, _vae = squares
+    # One tick (tick 0, after the first step) in 25 steps, so only the agreement interval can stop it.
+    c = ddp_config(tmp_path / 'run', 2, data=data, total_kimg=0.2, kimg_per_tick=1)
+    context = torch.multiprocessing.start_processes(
+        _train_rank_that_may_ask_to_stop, args=(c, str(tmp_path / 'init'), str(tmp_path), 1, 2), nprocs=2,
+        join=False, start_method='spawn')
+    deadline = time.time() + 300
+    try:
+        while not context.join(timeout=5):  # a rank that stopped alone would leave the other hanging
+            assert time.time() < deadline, 'the ranks did not stop together within 300 s'
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    # Rank 1 asks from its 2nd look at the flag; the looks are tick 0 (step 1) and step K.
+    K = fault.ABORT_AGREEMENT_STEPS
+    for rank in (0, 1):
+        with open(tmp_path / f'rank{rank}.json') as f:
+            assert json.load(f)['abort_fn_calls'] == 2
+    assert final_snapshot(tmp_path / 'run')['resume_state']['cur_nimg'] == 8 * K

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import generate
@@ -110,6 +111,52 @@ def test_sigterm_ends_vae_training_with_a_final_snapshot(tmp_path, data):
     (run_dir,) = [tmp_path / name for name in os.listdir(tmp_path)]
     final = load(fault.newest_complete_snapshot(str(run_dir), prefix='vae-snapshot-'))
     assert final['resume_state']['cur_nimg'] >= 24  # later than the tick-0 snapshot (8 images)
+
+@pytest.fixture
+def all_reduce_calls(monkeypatch):
+    """Stands in for a 2-rank all-reduce (the other rank asks nothing) and records each call."""
+    calls = []
+
+    def fake_all_reduce(tensor, op=None):
+        calls.append(tensor.clone())
+
+    monkeypatch.setattr(torch.distributed, 'all_reduce', fake_all_reduce)
+    return calls
+
+
+def test_ranks_exchange_the_stop_flag_only_every_agreement_interval_and_at_ticks(all_reduce_calls):
+    K = fault.ABORT_AGREEMENT_STEPS
+    looks = []
+
+    def always_stop():
+        looks.append(None)
+        return True
+
+    stop_at = [batch_idx for batch_idx in range(1, 2 * K + 1)
+               if fault.poll_abort(always_stop, 2, 'cpu', batch_idx=batch_idx, at_tick=batch_idx == 3)]
+    assert stop_at == [3, K, 2 * K]  # a tick at step 3, then every K steps
+    assert len(looks) == 3           # the flag is read (and exchanged) at those points only
+    assert len(all_reduce_calls) == 3 and all(float(t) == 1 for t in all_reduce_calls)
+
+
+def test_a_stop_asked_between_agreement_points_takes_effect_at_the_next_one(all_reduce_calls):
+    K = fault.ABORT_AGREEMENT_STEPS
+    stop = fault.StopRequest(escalate=False)
+    answers = []
+    for batch_idx in range(1, K + 1):
+        if batch_idx == 2:
+            stop.signum = signal.SIGTERM  # what the handler does, at once
+        answers.append(fault.poll_abort(stop, 2, 'cpu', batch_idx=batch_idx, at_tick=False))
+    assert answers == [False] * (K - 1) + [True]
+    assert len(all_reduce_calls) == 1
+
+
+def test_a_single_process_reads_the_stop_flag_every_step_without_a_collective(all_reduce_calls):
+    flags = iter([False, False, True])
+    answers = [fault.poll_abort(lambda: next(flags), 1, 'cpu', batch_idx=i, at_tick=False) for i in (1, 2, 3)]
+    assert answers == [False, False, True]
+    assert all_reduce_calls == []
+
 
 def test_truncated_newest_snapshot_is_skipped_with_a_warning_naming_it(tmp_path):
     good = pickle.dumps({'G_ema': None, 'kimg': 1})

@@ -37,8 +37,13 @@ SYNC_OPS = {
     torch.ops.aten.bincount.default,
     torch.ops.aten.repeat_interleave.Tensor,
 }
+# Every augmentation, and the geometry executed as on a GPU: 'auto' picks per-image sub-batches
+# on the CPU (free there), the fixed-shape masked path everywhere else.
+# Boolean-mask indexing runs nonzero inside the CPU kernel, below the dispatcher: caught by its mask.
+MASK_INDEXING = {torch.ops.aten.index, torch.ops.aten.index_put, torch.ops.aten.index_put_}
 AUGMENT = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', xflip=1, rotate90=1, xint=1, scale=1, rotate=1,
-                          aniso=1, xfrac=1, brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
+                          aniso=1, xfrac=1, brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1, imgfilter=1,
+                          noise=1, cutout=1, geometry_execution='masked')
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -51,6 +56,9 @@ class HostSyncCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in SYNC_OPS or func._overloadpacket in {op._overloadpacket for op in SYNC_OPS}:
             self.log.append((str(func), self.where))
+        elif func._overloadpacket in MASK_INDEXING and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else [])):
+            self.log.append((f'{func} with a boolean mask', self.where))   # nonzero inside the kernel
         return func(*args, **(kwargs or {}))
 
 
@@ -95,7 +103,9 @@ def test_the_counter_sees_a_sync():
         assert log == []
         float(y)
         x[x > 0].sum()
-    assert [op for op, _ in log] == ['aten._local_scalar_dense.default', 'aten.nonzero.default']
+        x.detach().nonzero()
+    assert [op for op, _ in log] == ['aten._local_scalar_dense.default', 'aten.index.Tensor with a boolean mask',
+                                     'aten.nonzero.default']
 
 
 def stylegan2_config(root):

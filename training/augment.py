@@ -48,6 +48,20 @@ Stages, in order:
 4. Corruptions: additive Gaussian noise with a per-image half-normal std, and cutout (a zeroed
    rectangle of relative size `cutout_size` at a uniform random centre).
 
+Execution of the geometry (`geometry_execution`): which path an image takes is decided from its
+matrix on the device, and both modes give the same images (the blits bit for bit, the resamples
+to float rounding) from the same random draws:
+   - 'sub_batch': each path runs only on the images that take it (found with `nonzero`, gathered
+     and scattered back). Fewest images resampled at small p, but every step reads the decision on
+     the host and makes new shapes: right for the CPU, where a host read costs nothing.
+   - 'masked': each path the configuration can produce runs on the whole batch (the blit whenever
+     any geometry is enabled; the resample when scale, rotate, aniso or xfrac is, or rotate90 on
+     images whose width - height is odd) and `torch.where` with [batch, 1, 1, 1] masks picks per
+     image. Fixed shapes and no host read: right for CUDA, where a read waits for the device.
+   - 'auto' (the default): 'sub_batch' for CPU tensors, 'masked' on every other device.
+Nothing else in the forward pass reads a device value on the host or copies a host tensor to the
+device: constants are built on the device from Python numbers (fills, eye, outer products).
+
 Our choices (documented here and in docs/): the blit fast path (exact for the pixel-blitting
 transforms, where resampling would blur in the last bits), the exact identity pass-through of
 images no transform selected, geometry and colour always computed in float32 with autocast
@@ -83,6 +97,9 @@ AUGPIPE_SPECS = {
     'bgcfnc': {**_BLIT, **_GEOM, **_COLOR, 'imgfilter': 1, 'noise': 1, 'cutout': 1},
 }
 DEFAULT_AUGPIPE = 'bgc'
+
+# How AugmentPipe runs the geometry's two paths (module docstring); 'auto' picks by device.
+_GEOMETRY_EXECUTIONS = ('auto', 'sub_batch', 'masked')
 
 # Expected relative power of the four filter bands for natural (1/f) images, lowest band first.
 _BAND_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)
@@ -237,7 +254,7 @@ class _ParameterDraws:
         self.p = p.detach().to(device=device, dtype=torch.float32)
         self.quantile = None
         if debug_percentile is not None:
-            self.quantile = torch.as_tensor(float(debug_percentile), dtype=torch.float32, device=device)
+            self.quantile = torch.full([], float(debug_percentile), dtype=torch.float32, device=device)
 
     def _full(self, value, shape):
         return value.expand(shape).clone()
@@ -278,7 +295,12 @@ class _ParameterDraws:
 
 @persistence.persistent_class
 class AugmentPipe(torch.nn.Module):
-    """The ADA pipeline. Each option is a probability multiplier (0 disables the transform)."""
+    """The ADA pipeline. Each option is a probability multiplier (0 disables the transform).
+
+    `geometry_execution` ('auto', 'sub_batch' or 'masked') only chooses how the geometry runs, not
+    what it does (module docstring): 'auto' runs sub-batches on the CPU and masked whole-batch
+    paths on other devices, so a CUDA training step never waits for the device.
+    """
 
     def __init__(self,
         xflip=0, rotate90=0, xint=0, xint_max=0.125,
@@ -287,8 +309,13 @@ class AugmentPipe(torch.nn.Module):
         hue_max=1, saturation_std=1,
         imgfilter=0, imgfilter_bands=(1, 1, 1, 1), imgfilter_std=1,
         noise=0, cutout=0, noise_std=0.1, cutout_size=0.5,
+        geometry_execution='auto',
     ):
         super().__init__()
+        if geometry_execution not in _GEOMETRY_EXECUTIONS:
+            raise AugmentPipeError(f'geometry_execution must be one of {", ".join(_GEOMETRY_EXECUTIONS)}, '
+                                   f'got {geometry_execution!r}.')
+        self.geometry_execution = geometry_execution
         # Overall probability; the training loop sets it (AdaptiveP or --p). 1 means "multipliers as given".
         self.register_buffer('p', torch.ones([]))
 
@@ -369,10 +396,10 @@ class AugmentPipe(torch.nn.Module):
             flip = draws.gate(draws.integer(2), 0, self.xflip * draws.p)
             g_inv = g_inv @ _scaling_2d(1 - 2 * flip, ones, batch_size, device)
         if self.rotate90 > 0:
-            quarter_turns = draws.gate(draws.integer(4), 0, self.rotate90 * draws.p).long()
-            # Table lookup keeps the matrix entries exact integers (cos(pi/2) is not 0 in floating point).
-            cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[quarter_turns]
-            sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[quarter_turns]
+            quarter_turns = draws.gate(draws.integer(4), 0, self.rotate90 * draws.p)
+            # Exact integers by comparison (cos(pi/2) is not 0 in floating point), on the device.
+            cos = (quarter_turns == 0).to(torch.float32) - (quarter_turns == 2).to(torch.float32)
+            sin = (quarter_turns == 1).to(torch.float32) - (quarter_turns == 3).to(torch.float32)
             g_inv = g_inv @ _inverse_rotation_2d(cos, sin, batch_size, device)
         if self.xint > 0:
             shift = draws.uniform(-self.xint_max, self.xint_max, [batch_size, 2])
@@ -400,22 +427,40 @@ class AugmentPipe(torch.nn.Module):
             shift = draws.gate(draws.normal(self.xfrac_std, [batch_size, 2]), 0, self.xfrac * draws.p)
             g_inv = g_inv @ _translation_2d(-shift[:, 0] * width, -shift[:, 1] * height, batch_size, device)
 
-        # One host copy of the tiny matrices decides which execution path each image takes.
-        g_host = g_inv.detach().cpu()
-        moved = (g_host != torch.eye(3)).flatten(1).any(dim=1)
-        integral = (g_host == g_host.round()).flatten(1).all(dim=1)
-        linear = g_host[:, :2, :2].abs()
+        # Which path each image takes, decided on the device from its matrix (no host read).
+        g_decide = g_inv.detach()
+        moved = (g_decide != torch.eye(3, device=device)).flatten(1).any(dim=1)
+        integral = (g_decide == g_decide.round()).flatten(1).all(dim=1)
+        linear = g_decide[:, :2, :2].abs()
         signed_permutation = (linear.sum(dim=1) == 1).all(dim=1) & (linear.sum(dim=2) == 1).all(dim=1)
         swaps_axes = linear[:, 0, 0] == 0
         # Swapping axes maps pixel centres onto pixel centres only if (width - height) is even.
-        blit = moved & integral & signed_permutation & (~swaps_axes | ((width - height) % 2 == 0))
+        blit = moved & integral & signed_permutation
+        if (width - height) % 2 != 0:
+            blit = blit & ~swaps_axes
         resample = moved & ~blit
 
+        execution = self.geometry_execution
+        if execution == 'auto':
+            execution = 'sub_batch' if device.type == 'cpu' else 'masked'
         out = x
-        for selected, execute in ((blit, self._blit), (resample, self._resample)):
-            if selected.any():
-                index = selected.nonzero()[:, 0].to(device)
-                out = out.index_copy(0, index, execute(x[index], g_inv[index]))
+        if execution == 'sub_batch':
+            # Host reads and data-dependent shapes: free on the CPU, a sync per read on a GPU.
+            for selected, execute in ((blit, self._blit), (resample, self._resample)):
+                if selected.any():
+                    index = selected.nonzero()[:, 0]
+                    out = out.index_copy(0, index, execute(x[index], g_inv[index]))
+            return out
+
+        # Masked: every path the configuration can produce runs on the whole batch. Any matrix may
+        # land on the pixel grid (a gated or quantile draw can give an integral one), so the cheap
+        # blit always runs; only scale, rotate, aniso and xfrac, or a quarter turn that cannot
+        # be blitted (odd width - height), ever need the resample.
+        resample_possible = max(self.scale, self.rotate, self.aniso, self.xfrac) > 0 \
+            or (self.rotate90 > 0 and (width - height) % 2 != 0)
+        out = torch.where(blit.reshape(batch_size, 1, 1, 1), self._blit(x, g_inv), out)
+        if resample_possible:
+            out = torch.where(resample.reshape(batch_size, 1, 1, 1), self._resample(x, g_inv), out)
         return out
 
     @staticmethod
@@ -477,16 +522,19 @@ class AugmentPipe(torch.nn.Module):
     def _colour(self, x, draws):
         batch_size, num_channels, height, width = x.shape
         device = x.device
+        # Constants made on the device from Python numbers (no host tensor is copied over).
         identity = torch.eye(4, device=device)
-        luma_axis = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device) / math.sqrt(3)
+        rgb_identity = identity.clone()
+        rgb_identity[3, 3] = 0
+        luma_axis = rgb_identity.diagonal() / math.sqrt(3)
         luma_projection = torch.outer(luma_axis, luma_axis)
-        rgb_identity = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0], device=device))
         chroma_projection = rgb_identity - luma_projection
         offset_rgb = torch.zeros([4, 4], device=device)
         offset_rgb[:3, 3] = 1
-        vx, vy, vz = luma_axis[:3].tolist()
-        cross_luma = torch.tensor([[0, -vz, vy, 0], [vz, 0, -vx, 0], [-vy, vx, 0, 0], [0, 0, 0, 0]],
-                                  device=device)
+        # Cross-product matrix of the luma axis v = (c, c, c): [[0, -c, c], [c, 0, -c], [-c, c, 0]].
+        cyclic_shift = torch.eye(3, device=device).roll(-1, dims=1)  # row i has its 1 in column i - 1
+        cross_luma = torch.zeros([4, 4], device=device)
+        cross_luma[:3, :3] = luma_axis[0] * (cyclic_shift - cyclic_shift.T)
 
         def per_image(values):
             return values.reshape(batch_size, 1, 1)
@@ -529,7 +577,9 @@ class AugmentPipe(torch.nn.Module):
         batch_size, num_channels, height, width = x.shape
         device = x.device
         num_bands, taps = self.band_filters.shape
-        band_power = torch.tensor(_BAND_POWER, device=device)
+        band_power = torch.empty([num_bands], device=device)
+        for band, power in enumerate(_BAND_POWER):  # fills on the device: no host tensor copied over
+            band_power[band] = power
         gains = torch.ones([batch_size, num_bands], device=device)
         changed = torch.zeros([batch_size], dtype=torch.bool, device=device)
         for band, band_multiplier in enumerate(self.imgfilter_bands):
@@ -544,7 +594,8 @@ class AugmentPipe(torch.nn.Module):
             band_gains = band_gains / (band_power * band_gains.square()).sum(dim=1, keepdim=True).sqrt()
             gains = gains * band_gains
 
-        kernel = (gains @ self.band_filters).repeat_interleave(num_channels, dim=0)  # [batch*channels, taps]
+        kernel = (gains @ self.band_filters).unsqueeze(1).expand(batch_size, num_channels, taps)
+        kernel = kernel.reshape(batch_size * num_channels, taps)
         half = taps // 2
         flat = _reflect_pad(x.reshape(1, batch_size * num_channels, height, width), half, half, half, half)
         groups = batch_size * num_channels
@@ -596,7 +647,6 @@ class AdaptiveP:
         self._steps = 0
         self._sign_sum = 0.0  # becomes a device tensor while accumulating, to avoid a sync per step
         self._count = 0
-        self._last_p = None
 
     def accumulate(self, real_logits):
         signs = real_logits.detach().to(torch.float32).sign()
@@ -607,31 +657,28 @@ class AdaptiveP:
         return batch_size * self.interval / (self.kimg * 1000)
 
     def update(self, augment_pipe, batch_size):
-        """Count one training step; on every `interval`-th adjust augment_pipe.p. Returns p as a float."""
+        """Count one training step; on every `interval`-th adjust augment_pipe.p, on its device.
+
+        Nothing is read back to the host (no sync): the sign statistics are summed on the device,
+        all-reduced there under torch.distributed, and p is updated in place. The arithmetic is
+        float64 and the result is stored in p's float32, so a resumed run gives identical values.
+        """
         self._steps += 1
         if self._steps % self.interval != 0:
-            if self._last_p is None:
-                self._last_p = float(augment_pipe.p)
-            return self._last_p
-
-        device = augment_pipe.p.device
-        stats = torch.stack([torch.as_tensor(self._sign_sum, dtype=torch.float64, device=device).reshape([]),
-                             torch.tensor(float(self._count), dtype=torch.float64, device=device)])
+            return
+        p = augment_pipe.p
+        sign_sum = torch.zeros([], dtype=torch.float64, device=p.device) + self._sign_sum  # a tensor or 0.0
+        count = torch.full([], float(self._count), dtype=torch.float64, device=p.device)
+        stats = torch.stack([sign_sum, count])
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             torch.distributed.all_reduce(stats)
-        sign_sum, count = stats.tolist()
+        sign_sum, count = stats.unbind()
         self._sign_sum, self._count = 0.0, 0
-
-        p = float(augment_pipe.p)
-        if count > 0:
-            mean_sign = sign_sum / count
-            p = max(p + float(np.sign(mean_sign - self.target)) * self.step_size(batch_size), 0.0)
-            with torch.no_grad():
-                augment_pipe.p.copy_(torch.as_tensor(p, dtype=augment_pipe.p.dtype))
-        # Report what the pipe holds (float32), so a resumed run returns bit-identical values.
-        self._last_p = float(augment_pipe.p)
-        return self._last_p
+        mean_sign = sign_sum / count.clamp(min=1)
+        moved = (p.double() + torch.sign(mean_sign - self.target) * self.step_size(batch_size)).clamp(min=0)
+        with torch.no_grad():
+            p.copy_(torch.where(count > 0, moved, p.double()).to(p.dtype))
 
     def state_dict(self):
         return {'target': self.target, 'interval': self.interval, 'kimg': self.kimg, 'steps': self._steps,
@@ -648,4 +695,3 @@ class AdaptiveP:
         self._steps = int(state['steps'])
         self._sign_sum = float(state['sign_sum'])
         self._count = int(state['count'])
-        self._last_p = None

@@ -71,18 +71,48 @@ def gather_objects(obj, num_gpus):
     return out
 
 
+# Buffers that training never changes, by the last part of their name: equal on every rank after
+# the initial broadcast from rank 0, so averaging them would only cost bandwidth (`noise_const` alone
+# is resolution x resolution per synthesis layer). Frozen layers (Freeze-D, `trainable=False`) keep
+# their `weight` and `bias` as buffers. Every buffer not named here is averaged, so a new running
+# statistic is averaged by default; tests/test_distributed.py checks that the ones named here stay
+# unchanged through a training step.
+CONSTANT_BUFFERS = frozenset(['noise_const', 'resample_filter', 'upsample_filter', 'downsample_filter',
+                              'band_filters', 'weight', 'bias'])
+
+
+def buffers_to_average(modules):
+    """[(name, buffer)] of the floating-point buffers of `modules` that training changes.
+
+    `modules` is a dict {name: module} (names come out as 'G.mapping.w_avg') or a list (names
+    start with the module's index); None entries are skipped.
+    """
+    items = modules.items() if isinstance(modules, dict) else enumerate(modules)
+    out = []
+    for prefix, module in items:
+        if module is None:
+            continue
+        for name, buffer in module.named_buffers():
+            if buffer.is_floating_point() and buffer.numel() > 0 and name.rsplit('.', 1)[-1] not in CONSTANT_BUFFERS:
+                out.append((f'{prefix}.{name}', buffer))
+    return out
+
+
 def average_buffers(modules, num_gpus):
-    """Average the floating-point buffers of `modules` over the ranks (in place, one all-reduce).
+    """Average the buffers that training changes over the ranks, in place; returns their names.
 
     Running statistics updated from each rank's slice of the batch (G's w_avg, a plug-in's
     normalisation statistics) are linear moving averages, so averaging them after every step gives
-    what one process computes from the whole batch; buffers equal on every rank stay unchanged.
+    what one process computes from the whole batch. The training loop calls this every step, so it
+    is one all-reduce of one flat tensor and never reads a value on the host. Constants
+    (CONSTANT_BUFFERS) are left out.
     """
     if num_gpus <= 1:
-        return
-    buffers = [b for m in modules if m is not None for b in m.buffers() if b.is_floating_point() and b.numel() > 0]
-    if not buffers:
-        return
+        return []
+    named = buffers_to_average(modules)
+    if not named:
+        return []
+    buffers = [b for _name, b in named]
     flat = torch.cat([b.detach().flatten().to(torch.float32) for b in buffers])
     torch.distributed.all_reduce(flat)
     flat /= num_gpus
@@ -91,6 +121,7 @@ def average_buffers(modules, num_gpus):
         for b in buffers:
             b.copy_(flat[offset:offset + b.numel()].view_as(b))
             offset += b.numel()
+    return [name for name, _b in named]
 
 
 def rank_rng_state(resume_state, rank, num_gpus):

@@ -10,7 +10,8 @@
   starts a new run, so a job script can always pass `--resume=auto`.
 - `StopRequest` turns SIGTERM/SIGINT into a flag that the training loop polls between steps; the
   loop then writes a final snapshot and returns. Under torch.distributed the ranks agree on the
-  flag every step, so they stop at the same step.
+  flag only every `ABORT_AGREEMENT_STEPS` steps and at tick boundaries (`poll_abort`), so they
+  stop at the same step without a host sync on every step.
 """
 
 import os
@@ -97,14 +98,22 @@ def find_run_to_continue(outdir, desc, prefix=SNAPSHOT_PREFIX):
 # ----------------------------------------------------------------------------------------------
 # Stopping on a signal.
 
+# Under torch.distributed the ranks exchange their stop flags only every this many steps (and at
+# tick boundaries, which synchronise anyway): an exchange is an all-reduce whose result the host
+# must read, which would otherwise stall the device queue on every step. The price is latency: a
+# signal stops a multi-process run up to this many steps (or one tick, if sooner) after it arrived.
+ABORT_AGREEMENT_STEPS = 8
+
+
 class StopRequest:
     """Callable flag for `training_loop(abort_fn=...)`, raised by SIGTERM or SIGINT.
 
-    The first signal asks for a final snapshot at the next step boundary. With `escalate` (a lone
-    process) a second signal restores the previous handler and re-delivers the signal: stop now
-    (snapshots are atomic, so nothing written is damaged). Ranks of a multi-process run do not
-    escalate, since a launcher may pass on a signal they already got from the terminal; the
-    launcher kills them on a second signal instead.
+    The first signal asks for a final snapshot at the next step boundary (with several processes,
+    the next agreement point of `poll_abort`). With `escalate` (a lone process) a second signal
+    restores the previous handler and re-delivers the signal: stop now (snapshots are atomic, so
+    nothing written is damaged). Ranks of a multi-process run do not escalate, since a launcher
+    may pass on a signal they already got from the terminal; the launcher kills them on a second
+    signal instead.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -132,7 +141,9 @@ class StopRequest:
             os.kill(os.getpid(), signum)
             return
         self.signum = signum
-        print(f'\nReceived {signal.Signals(signum).name}: writing a final snapshot after this step '
+        when = 'after this step' if self.escalate else \
+            f'once the ranks agree (within {ABORT_AGREEMENT_STEPS} steps)'
+        print(f'\nReceived {signal.Signals(signum).name}: writing a final snapshot {when} '
               f'(send it again to stop at once).', file=sys.stderr, flush=True)
 
     def __call__(self):
@@ -144,13 +155,21 @@ class StopRequest:
         return 128 + int(self.signum)
 
 
-def poll_abort(abort_fn, num_gpus, device):
-    """abort_fn(), agreed by all ranks (any rank asking stops them all at the same step)."""
+def poll_abort(abort_fn, num_gpus, device, batch_idx=0, at_tick=True):
+    """Whether to stop now: abort_fn(), agreed by all ranks (any rank asking stops them all).
+
+    A single process reads abort_fn() on every call. Several processes exchange their flags (one
+    all-reduce) only when `at_tick` is true or `batch_idx` is a multiple of ABORT_AGREEMENT_STEPS,
+    and return False in between without calling abort_fn; both conditions are the same on every
+    rank, so every rank joins the same exchanges and all stop at the same step, which keeps the
+    final snapshot consistent. The flag itself is set at once by the signal handler.
+    """
     if abort_fn is None:
         return False
-    wanted = bool(abort_fn())
-    if num_gpus > 1:
-        flag = torch.tensor([float(wanted)], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        wanted = bool(flag.item() > 0)
-    return wanted
+    if num_gpus <= 1:
+        return bool(abort_fn())
+    if not at_tick and batch_idx % ABORT_AGREEMENT_STEPS != 0:
+        return False
+    flag = torch.tensor([float(bool(abort_fn()))], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item() > 0)  # the one host sync, at an agreement point only

@@ -360,13 +360,17 @@ def training_loop(
         # Fetch training data.
         with torch.autograd.profiler.record_function('data_fetch'):
             phase_real_img, phase_real_c = next(training_set_iterator)
-            phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-            phase_real_c = phase_real_c.to(device).split(batch_gpu)
+            # non_blocking: from the DataLoader's pinned memory a blocking copy would wait for the GPU
+            # to finish the previous step before queueing this one.
+            phase_real_img = phase_real_img.to(device, non_blocking=True).to(torch.float32)
+            phase_real_img = (phase_real_img / 127.5 - 1).split(batch_gpu)
+            phase_real_c = phase_real_c.to(device, non_blocking=True).split(batch_gpu)
             all_latents, all_gen_c = sampling.draw(latent_sampler, training_set, len(phases))
             all_latents = [split_latents(phase_latents, batch_gpu) for phase_latents in all_latents]
             all_gen_c = torch.from_numpy(np.stack(all_gen_c)).pin_memory() if device.type == 'cuda' \
                 else torch.from_numpy(np.stack(all_gen_c))
-            all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.to(device).split(batch_size // num_gpus)]
+            all_gen_c = all_gen_c.to(device, non_blocking=True)
+            all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(batch_size // num_gpus)]
 
         # Execute the training phases.
         for phase, phase_latents, phase_gen_c in zip(phases, all_latents, all_gen_c):
@@ -395,7 +399,7 @@ def training_loop(
                 phase.opt.step()
 
         # Running statistics (w_avg, ...) of each rank's slice become those of the global batch.
-        distributed.average_buffers([G, D] + list(term_modules.values()), num_gpus)
+        distributed.average_buffers(dict(G=G, D=D, **term_modules), num_gpus)
 
         # Update G_ema.
         with torch.autograd.profiler.record_function('Gema'):
@@ -410,9 +414,10 @@ def training_loop(
             ada.update(augment_pipe, batch_size)
 
         # Perform maintenance tasks once per tick, or now when asked to stop (a final snapshot follows).
-        stop_requested = fault.poll_abort(abort_fn, num_gpus, device)
         done = cur_nimg >= total_kimg * 1000
-        if not done and not stop_requested and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+        tick_due = done or cur_tick == 0 or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000
+        stop_requested = fault.poll_abort(abort_fn, num_gpus, device, batch_idx=batch_idx, at_tick=tick_due)
+        if not tick_due and not stop_requested:
             continue
         # Maintenance (grids, snapshots, metrics) must not shift the training RNG streams, or a
         # resumed run would diverge from an uninterrupted one.
