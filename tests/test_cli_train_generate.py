@@ -69,6 +69,13 @@ def test_dry_run_prints_options_and_creates_nothing(tmp_path):
     assert not (tmp_path / 'runs').exists()
 
 
+def test_tf32_is_off_unless_asked_and_reaches_the_loop(tmp_path):
+    code, output = run_cli(train.main, [f'--outdir={tmp_path}', '--data=digits', '--dry-run'] + TINY)
+    assert code == 0 and '"allow_tf32": false' in output and 'TF32 on' not in output
+    code, output = run_cli(train.main, [f'--outdir={tmp_path}', '--data=digits', '--dry-run', '--tf32=1'] + TINY)
+    assert code == 0 and '"allow_tf32": true' in output and 'TF32 on' in output
+
+
 def test_stylegan2_auto_rule_sets_batch_and_gamma(tmp_path):
     code, output = run_cli(train.main, [f'--outdir={tmp_path}', '--data=dsprites', '--dry-run'])
     assert code == 0

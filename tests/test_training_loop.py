@@ -226,3 +226,15 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_snapshot(
     assert len(snaps) == 1  # tick 0 (before the NaN) only
     data = load(snaps[0])
     assert all(torch.isfinite(p).all() for p in data['G'].parameters())
+
+
+@pytest.mark.parametrize('allow_tf32', [False, True])
+def test_the_loop_sets_tf32_explicitly_both_ways(allow_tf32, tmp_path):
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not allow_tf32
+        tl.training_loop(**tiny_config(tmp_path / 'run', total_kimg=0.004, allow_tf32=allow_tf32))
+        assert torch.backends.cuda.matmul.allow_tf32 is allow_tf32
+        assert torch.backends.cudnn.allow_tf32 is allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -23,7 +23,7 @@ import torch
 
 import dnnlib
 from torch_utils import misc, training_stats
-from torch_utils.precision import autocast_dtype
+from torch_utils.precision import autocast_dtype, set_tf32
 from training import distributed, fault
 from training.global_batch import GlobalBatchSampling
 from training.latent import split_latents
@@ -174,6 +174,7 @@ def training_loop(
     network_snapshot_ticks=50,
     resume_pkl=None,                # Snapshot to resume from (exactly, if it carries resume_state).
     precision='fp32',               # 'fp32' | 'bf16' | 'fp16' (resolved, see torch_utils/precision.py).
+    allow_tf32=False,               # TF32 matmuls/convolutions on CUDA (off, as StyleGAN2-ADA).
     device='cpu',
     abort_fn=None,                  # Callable that returns True to stop training early.
     progress_fn=None,               # Callable(cur_kimg, total_kimg).
@@ -185,6 +186,7 @@ def training_loop(
     np.random.seed(random_seed)
     torch.manual_seed(random_seed)
     torch.backends.cudnn.benchmark = True
+    set_tf32(allow_tf32)
     amp_dtype = autocast_dtype(precision)  # fp16 lives inside the networks (num_fp16_res), bf16 is autocast
 
     # Training data.
