@@ -174,6 +174,9 @@ def _check_resume_fits(resume_pkl, training_set):
               type=click.Choice(PRECISIONS), default='auto')
 @click.option('--tf32', help='TF32 matmuls and convolutions on CUDA (faster on Ampere/Hopper, ~1e-3 relative error; '
                              'off as in StyleGAN2-ADA)', type=bool, default=False, metavar='BOOL')
+@click.option('--compile', 'torch_compile', help='torch.compile G\'s synthesis network and D for the main phases '
+              '(regularisation phases stay eager; opt-in, not yet measured)',
+              type=bool, default=False, metavar='BOOL')
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
 @click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=2)
 @click.option('--metrics', help='Metrics to evaluate at each snapshot, comma-separated, or "none"', default='none')
@@ -367,6 +370,7 @@ def main(**kwargs):
     c.random_seed = opts.seed
     c.precision = precision
     c.allow_tf32 = bool(opts.tf32)
+    c.torch_compile = bool(opts.torch_compile)
     c.device = device
     c.metrics, c.metric_kwargs = parse_metric_flags(opts)
 
@@ -400,7 +404,8 @@ def main(**kwargs):
     print(f'Training data:       {opts.data} ({len(training_set)} images, {res}x{res}x{training_set.num_channels})')
     print(f'Training duration:   {c.total_kimg} kimg')
     print(f'Number of processes: {c.num_gpus}')
-    print(f'Device, precision:   {c.device}, {c.precision}' + (', TF32 on' if c.allow_tf32 else ''))
+    print(f'Device, precision:   {c.device}, {c.precision}' + (', TF32 on' if c.allow_tf32 else '') +
+          (', torch.compile' if c.torch_compile else ''))
     print()
     if opts.dry_run:
         print('Dry run; exiting.')

@@ -10,11 +10,16 @@ generator inference images/s, and peak memory.
     python benchmarks/train_step.py --res=64 --batch=8 --cbase=4096 --cmax=128 --map=2 --precision=bf16
     python benchmarks/train_step.py --res=64 --batch=8 --precision=fp32,bf16      # both, one run
     python benchmarks/train_step.py --cbase=2048 --cmax=32 --precision=fp32 --cfg=stylegan2,idgan   # ID-GAN overhead
+    python benchmarks/train_step.py --cbase=2048 --cmax=32 --precision=fp32 --compile=0,1      # torch.compile
     python benchmarks/train_step.py --device=cuda --res=256 --batch=64 --cbase=16384 --cmax=512 --map=8 \
         --channels=3 --precision=fp32,tf32,fp16                                                     # one GPU
 
 On CUDA the timed regions are bracketed by torch.cuda.synchronize, the peak probe uses an 8192^2
 matmul and a 512-channel convolution, and each configuration prints its peak GPU memory.
+
+`--compile=1` times the main phases through torch.compile (train.py --compile=1: G's synthesis
+network and D compiled for Gmain and Dmain, regularisation eager) and prints the one-off compile
+time of each phase's first call; FLOPs are counted on the eager modules (the same arithmetic).
 
 `--cfg=idgan` times the same G and D with the ID-GAN latent (a 10-dimensional code from a posterior
 bank, no nuisance, the code-preserving mapping network), no style mixing, and the distillation
@@ -142,7 +147,7 @@ def build_idgan(res, channels, cbase, cmax, map_layers, code_dim=10, seed=0, pre
     return G, D, sampler, [term]
 
 
-def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats, cfg='stylegan2'):
+def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats, cfg='stylegan2', compile=False):
     amp = torch.bfloat16 if precision == 'bf16' else None
     set_tf32(precision == 'tf32')
     if cfg == 'idgan':
@@ -167,11 +172,24 @@ def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats, c
         return run
 
     flops = {}
-    seconds = {}
     for name in PHASE_WEIGHTS:
-        with CountFlops() as counter:
+        with CountFlops() as counter:  # eager: compiled kernels bypass the dispatcher
             phase(name)()
         flops[name] = counter.total
+    compile_seconds = {}
+    if compile and not loss.compile_main_phases():
+        return None
+    if compile:
+        from torch._dynamo.utils import counters
+        counters.clear()
+    seconds = {}
+    for name in PHASE_WEIGHTS:
+        if compile:  # the first call traces and compiles (Greg and Dreg stay eager)
+            _sync()
+            t0 = time.perf_counter()
+            phase(name)()
+            _sync()
+            compile_seconds[name] = time.perf_counter() - t0
         seconds[name] = _median_time(phase(name), repeats)
     step_flops = sum(PHASE_WEIGHTS[n] * flops[n] for n in flops)
     step_seconds = sum(PHASE_WEIGHTS[n] * seconds[n] for n in seconds)
@@ -185,7 +203,9 @@ def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats, c
     infer_seconds = _median_time(infer, repeats)
     return dict(images_per_s=batch / step_seconds, gflops=step_flops / step_seconds / 1e9,
                 step_gflop=step_flops / 1e9, infer_images_per_s=batch / infer_seconds,
-                phase_ms={n: 1000 * s for n, s in seconds.items()},
+                phase_ms={n: 1000 * s for n, s in seconds.items()}, compile_s=compile_seconds,
+                graphs=counters['stats']['unique_graphs'] if compile else 0,
+                graph_breaks=sum(counters['graph_break'].values()) if compile else 0,
                 G_params=sum(p.numel() for p in G.parameters()), D_params=sum(p.numel() for p in D.parameters()))
 
 
@@ -202,7 +222,9 @@ def measure(res, channels, batch, cbase, cmax, map_layers, precision, repeats, c
 @click.option('--repeats', default=5, show_default=True, help='Timed repeats per phase (median)')
 @click.option('--threads', default=0, help='torch threads (0 = torch default)')
 @click.option('--cfg', default='stylegan2', show_default=True, help='Comma-separated: stylegan2, idgan')
-def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, threads, cfg, device):
+@click.option('--compile', 'compile_modes', default='0', show_default=True,
+              help='Comma-separated: 0 (eager), 1 (torch.compile of the main phases, as train.py --compile=1)')
+def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, threads, cfg, device, compile_modes):
     """Measure training-step speed against the machine's peak (see module docstring)."""
     global DEVICE
     DEVICE = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -219,19 +241,33 @@ def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, thre
     unknown = [name for name in cfgs if name not in ('stylegan2', 'idgan')]
     if unknown:
         raise click.BadParameter(f'unknown cfg {unknown[0]!r}; choose stylegan2 and/or idgan', param_hint='--cfg')
+    modes = [mode.strip() for mode in compile_modes.split(',')]
+    if any(mode not in ('0', '1') for mode in modes):
+        raise click.BadParameter(f'{compile_modes!r}: give 0, 1 or 0,1', param_hint='--compile')
+    modes = [mode == '1' for mode in modes]
     results = {}
+    compiled_results = {}
     for prec in precisions:
         set_tf32(prec == 'tf32')
         peak, matmul, conv = probe_peak(PEAK_DTYPES[prec])
         print(f'[{prec}] peak probe {peak:.0f} GFLOP/s (matmul {matmul:.0f}, conv {conv:.0f})')
-        for name in cfgs:
+        for name, compiled in [(name, compiled) for name in cfgs for compiled in modes]:
             if DEVICE.type == 'cuda':
                 torch.cuda.reset_peak_memory_stats(DEVICE)
-            r = measure(res, channels, batch, cbase, cmax, map_layers, prec, repeats, cfg=name)
+            r = measure(res, channels, batch, cbase, cmax, map_layers, prec, repeats, cfg=name, compile=compiled)
+            tag = f'[{prec}]' if cfgs == ['stylegan2'] else f'[{prec} {name}]'
+            if modes != [False]:
+                tag = tag[:-1] + (' compiled]' if compiled else ' eager]')
+            if r is None:
+                print(f'{tag} torch.compile is not available here (reason above); skipped')
+                continue
             memory = (f'peak GPU memory {torch.cuda.max_memory_allocated(DEVICE) / 2**30:.2f} GiB'
                       if DEVICE.type == 'cuda' else '')
-            results[prec, name] = r
-            tag = f'[{prec}]' if cfgs == ['stylegan2'] else f'[{prec} {name}]'
+            (compiled_results if compiled else results)[prec, name] = r
+            if compiled:
+                print(f'{tag} compile time (first call of each phase): ' +
+                      ', '.join(f'{n} {t:.1f} s' for n, t in r['compile_s'].items()) +
+                      f'; {r["graphs"]} graphs, {r["graph_breaks"]} graph breaks')
             print(f'{tag} train step: {r["images_per_s"]:.1f} images/s, {r["gflops"]:.0f} GFLOP/s '
                   f'({r["step_gflop"]:.2f} GFLOP/step) = {100 * r["gflops"] / peak:.0f}% of peak; '
                   f'phases (ms) ' + ', '.join(f'{n} {t:.0f}' for n, t in r['phase_ms'].items()))
@@ -243,6 +279,10 @@ def main(res, channels, batch, cbase, cmax, map_layers, precision, repeats, thre
             print(f'[{prec}] ID-GAN overhead: {100 * (base["images_per_s"] / ours["images_per_s"] - 1):+.1f}% step time, '
                   f'{100 * (ours["step_gflop"] / base["step_gflop"] - 1):+.1f}% FLOPs, '
                   f'Gmain {ours["phase_ms"]["Gmain"]:.0f} vs {base["phase_ms"]["Gmain"]:.0f} ms')
+    for (prec, name), r in compiled_results.items():
+        if (prec, name) in results:
+            print(f'[{prec}{"" if cfgs == ["stylegan2"] else " " + name}] compiled / eager training speed: '
+                  f'{r["images_per_s"] / results[prec, name]["images_per_s"]:.2f}x')
     for name in cfgs:
         for fast in ('bf16', 'tf32', 'fp16'):
             if ('fp32', name) in results and (fast, name) in results:

@@ -9,6 +9,11 @@ Extra loss terms are objects constructed by class name (plug-ins live outside th
 term subclasses `LossTerm` and overrides what it needs; its `g_loss(ctx)` is added to G's main loss,
 its `d_loss(ctx)` to D's loss on fakes. Terms see everything through `ctx` and never touch the
 training loop.
+
+`compile_main_phases()` (train.py --compile=1) runs G's synthesis network and D through
+`torch.compile` in the main phases only. The regularisation phases differentiate twice (R1,
+path length), which compiled graphs do not support, so they keep the eager modules; both share
+the same parameters, and snapshots pickle the eager modules.
 """
 
 import numpy as np
@@ -56,6 +61,28 @@ def autocast_context(device, dtype):
                           enabled=enabled)
 
 
+def compile_module(module, device):
+    """`torch.compile(module)`, or None after printing why where torch.compile cannot run here.
+
+    A tiny function is compiled and run first on `device`: the default inductor backend needs a
+    working C++ compiler for CPU code and Triton for CUDA, and it fails only at the first call.
+    """
+    import torch._dynamo
+    try:
+        probe = torch.compile(lambda x: torch.nn.functional.leaky_relu(x * 2 + 1, 0.2).sum(), dynamic=False)
+        probe(torch.ones([8], device=device))
+    except Exception as err:  # whatever the backend raises, training goes on eagerly
+        reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+        print(f'--compile: torch.compile does not work on {torch.device(device)} here ({reason[:300]}); '
+              f'training continues without it (install a C++ compiler for CPU, Triton for CUDA).')
+        return None
+    # Every layer of a resolution is a new shape and is compiled on its own between graph breaks;
+    # the default limit of 8 versions per code object would silently drop the rest to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # Shapes are fixed per phase: no dynamic-shape kernels after the first shape change.
+    return torch.compile(module, dynamic=False)
+
+
 class StyleGAN2Loss:
     def __init__(self, device, G, D, augment_pipe=None, latent_sampler=None, style_mixing_prob=0.9,
                  r1_gamma=10, pl_batch_shrink=2, pl_decay=0.01, pl_weight=2, extra_terms=(),
@@ -75,6 +102,19 @@ class StyleGAN2Loss:
         self.pl_mean = torch.zeros([], device=self.device)
         self.needs_d_features = any(t.needs_d_features for t in self.extra_terms)
         self.on_real_logits = None  # set by the training loop to feed adaptive augmentation
+        # What the main phases (Gmain, Dmain) call; compile_main_phases() swaps in compiled wrappers.
+        self.synthesis_main = G.synthesis
+        self.D_main = D
+        self.compiled = False
+
+    def compile_main_phases(self):
+        """Use torch.compile'd G.synthesis and D in Gmain and Dmain (not in Greg, Dreg, or a
+        Dboth/Gboth phase, which need double backward). Returns whether it is compiled."""
+        synthesis = compile_module(self.G.synthesis, self.device)
+        D = compile_module(self.D, self.device) if synthesis is not None else None
+        if synthesis is not None and D is not None:
+            self.synthesis_main, self.D_main, self.compiled = synthesis, D, True
+        return self.compiled
 
     # -- state for exact resume -------------------------------------------------------------
     def state_dict(self):
@@ -87,8 +127,11 @@ class StyleGAN2Loss:
             term.load_state_dict(term_state)
 
     # -- forward passes -----------------------------------------------------------------------
-    def run_G(self, latents, c, update_emas=True):
-        """Render a batch from sampler output `latents` (EasyDict with `z`). Returns (img, ws)."""
+    def run_G(self, latents, c, update_emas=True, main=False):
+        """Render a batch from sampler output `latents` (EasyDict with `z`). Returns (img, ws).
+
+        `main`: a main phase, which may use the compiled synthesis network (no double backward).
+        """
         z = latents.z
         with autocast_context(self.device, self.amp_dtype):
             ws = self.G.mapping(z, c, skip_w_avg_update=not update_emas)
@@ -103,16 +146,17 @@ class StyleGAN2Loss:
                     ws_mix = self.G.mapping(mix, c, skip_w_avg_update=True)
                     layer = torch.arange(ws.shape[1], device=ws.device)[None, :, None]
                     ws = torch.where(layer < cutoff, ws, ws_mix)
-            img = self.G.synthesis(ws)
+            img = (self.synthesis_main if main else self.G.synthesis)(ws)
         return img.float(), ws
 
-    def run_D(self, img, c, return_features=False):
+    def run_D(self, img, c, return_features=False, main=False):
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
+        D = self.D_main if main else self.D
         with autocast_context(self.device, self.amp_dtype):
             # Plain D(img, c) unless features are asked for: official discriminators loaded from
             # StyleGAN2-ADA pickles know no other keyword.
-            out = self.D(img, c, return_features=True) if return_features else self.D(img, c)
+            out = D(img, c, return_features=True) if return_features else D(img, c)
         if return_features:
             logits, features = out
             return logits.float(), features.float()
@@ -128,8 +172,8 @@ class StyleGAN2Loss:
 
         if do_Gmain:
             with torch.autograd.profiler.record_function('Gmain_forward'):
-                gen_img, gen_ws = self.run_G(gen_latents, gen_c)
-                gen_logits, gen_features = self.run_D(gen_img, gen_c, return_features=self.needs_d_features)
+                gen_img, gen_ws = self.run_G(gen_latents, gen_c, main=True)
+                gen_logits, gen_features = self.run_D(gen_img, gen_c, return_features=self.needs_d_features, main=True)
                 training_stats.report('Loss/scores/fake', gen_logits)
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
                 loss_G = torch.nn.functional.softplus(-gen_logits).flatten()  # -log(sigmoid(D(G(z))))
@@ -171,9 +215,9 @@ class StyleGAN2Loss:
         if do_Dmain:
             with torch.autograd.profiler.record_function('Dgen_forward'):
                 with torch.no_grad():
-                    gen_img, gen_ws = self.run_G(gen_latents, gen_c, update_emas=False)
+                    gen_img, gen_ws = self.run_G(gen_latents, gen_c, update_emas=False, main=True)
                 gen_img = gen_img.detach()
-                gen_logits, gen_features = self.run_D(gen_img, gen_c, return_features=self.needs_d_features)
+                gen_logits, gen_features = self.run_D(gen_img, gen_c, return_features=self.needs_d_features, main=True)
                 training_stats.report('Loss/scores/fake', gen_logits)
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
                 loss_Dgen = torch.nn.functional.softplus(gen_logits).flatten()  # -log(1 - sigmoid(D(G(z))))
@@ -194,7 +238,7 @@ class StyleGAN2Loss:
             name = 'Dreal_Dr1' if do_Dmain and do_Dr1 else 'Dreal' if do_Dmain else 'Dr1'
             with torch.autograd.profiler.record_function(name + '_forward'):
                 real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
-                real_logits, _ = self.run_D(real_img_tmp, real_c)
+                real_logits, _ = self.run_D(real_img_tmp, real_c, main=not do_Dr1)
                 training_stats.report('Loss/scores/real', real_logits)
                 training_stats.report('Loss/signs/real', real_logits.sign())
                 if self.on_real_logits is not None:

@@ -175,6 +175,7 @@ def training_loop(
     resume_pkl=None,                # Snapshot to resume from (exactly, if it carries resume_state).
     precision='fp32',               # 'fp32' | 'bf16' | 'fp16' (resolved, see torch_utils/precision.py).
     allow_tf32=False,               # TF32 matmuls/convolutions on CUDA (off, as StyleGAN2-ADA).
+    torch_compile=False,            # torch.compile G.synthesis and D for the main phases (loss.py).
     device='cpu',
     abort_fn=None,                  # Callable that returns True to stop training early.
     progress_fn=None,               # Callable(cur_kimg, total_kimg).
@@ -237,6 +238,12 @@ def training_loop(
                                                amp_dtype=amp_dtype, **loss_kwargs)
     if ada is not None:
         loss.on_real_logits = ada.accumulate
+    if torch_compile:
+        if not hasattr(loss, 'compile_main_phases'):
+            raise ValueError(f'torch_compile=True needs a loss with compile_main_phases(); {type(loss).__name__} has none.')
+        if rank == 0:
+            print('Compiling G.synthesis and D for Gmain/Dmain (torch.compile; the first steps take longer)...')
+        loss.compile_main_phases()
 
     # Optimisers, with lazy regularisation folded into lr and betas (StyleGAN2 appendix B).
     phases = []
