@@ -5,12 +5,31 @@ import os
 import click
 import torch
 
+from dnnlib.cli import UserError, makedirs_or_fail, os_errors_as_user_errors
 from metrics import metric_main
 from metrics.ground_truth import MetricError
 
 
-class UserError(click.ClickException):
-    """A bad option or input, stated in one sentence with the fix."""
+def _check_channels(snapshot, network_pkl, data):
+    """Refuse data whose images have another channel count than the network was trained on.
+
+    The metrics could convert them (grey to colour, colour to grey), but a dSprites model scored on
+    3D Shapes measures nothing: the factors it learnt are not in those images.
+    """
+    import dnnlib
+    from training.dataset import DatasetError, dataset_kwargs
+    network = next((snapshot[key] for key in ('E', 'Q', 'G_ema', 'G', 'Dec') if snapshot.get(key) is not None), None)
+    channels = getattr(network, 'img_channels', None)
+    if channels is None:
+        return
+    try:
+        dataset = dnnlib.util.construct_class_by_name(**dataset_kwargs(data, use_labels=False, xflip=False,
+                                                                       max_size=None))
+    except DatasetError as err:
+        raise UserError(str(err))
+    if dataset.num_channels != channels:
+        raise UserError(f'{network_pkl} was trained on {channels}-channel images but --data={data} has '
+                        f'{dataset.num_channels}-channel images; evaluate it on the data it was trained on.')
 
 
 def _parse_metrics(text):
@@ -33,6 +52,7 @@ def _parse_metrics(text):
               metavar='JSON')
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
 @click.option('--verbose/--quiet', help='Print progress lines with ETA', default=True)
+@os_errors_as_user_errors
 def main(network_pkl, metrics, data, run_dir, seed, options, device, verbose):
     """Calculate metrics of a network snapshot.
 
@@ -76,13 +96,15 @@ def main(network_pkl, metrics, data, run_dir, seed, options, device, verbose):
     if run_dir is None and os.path.isfile(network_pkl):
         run_dir = os.path.dirname(os.path.abspath(network_pkl))
     elif run_dir is not None:
-        os.makedirs(run_dir, exist_ok=True)  # an explicit --run-dir is where the user wants the jsonl files
+        makedirs_or_fail(run_dir, '--run-dir')  # an explicit --run-dir is where the user wants the jsonl files
 
     from training.snapshot import SnapshotError, load_network_pkl
     try:
         snapshot = load_network_pkl(network_pkl)
     except SnapshotError as err:
         raise UserError(str(err))
+    if data is not None:
+        _check_channels(snapshot, network_pkl, data)
     for metric in metric_names:
         try:
             result = metric_main.calc_metric(metric=metric, network_pkl=network_pkl, snapshot_data=snapshot,

@@ -18,6 +18,7 @@ import click
 import numpy as np
 import PIL.Image
 
+from dnnlib.cli import os_errors_as_user_errors
 from dnnlib.progress import Progress
 from training.dataset import DATASET_JSON, DatasetError
 from training.image_files import (
@@ -310,8 +311,15 @@ def open_dest(dest, is_zip):
     while not os.path.isdir(probe):
         created.append(probe)
         probe = os.path.dirname(probe)
-    os.makedirs(parent, exist_ok=True)
-    writer = ZipDest(dest, parent) if is_zip else FolderDest(dest, parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        writer = ZipDest(dest, parent) if is_zip else FolderDest(dest, parent)
+    except OSError as err:
+        for path in created:  # the folders made for it, deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise click.ClickException(f'cannot write --dest={dest}: {err.strerror or err}; choose a writable place.') \
+            from None
     writer.created_dirs = created  # Removed again if the run fails, so nothing is left behind.
     return writer
 
@@ -428,6 +436,7 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
 @click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide']), default=None,
               help='How to make non-square user images square: center-crop takes the central square; '
                    'center-crop-wide takes the central 2:1 band and letterboxes it in black.')
+@os_errors_as_user_errors
 def main(source, dest, max_images, shuffle, seed, resolution, transform):
     """Convert images or a built-in dataset to the StyleGAN2-ADA dataset format.
 

@@ -5,11 +5,12 @@ import os
 import click
 import torch
 
+from dnnlib.cli import UserError, os_errors_as_user_errors
 from dnnlib.progress import Progress
 
 
-class UserError(click.ClickException):
-    """A bad option or input, stated in one sentence with the fix."""
+# The snapshot keys that hold networks (GAN, VAE); an export of a dict with none of them is no use.
+NETWORK_KEYS = ('G_ema', 'G', 'D', 'E', 'Dec')
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -17,6 +18,7 @@ class UserError(click.ClickException):
               metavar='PKL')
 @click.option('--dest', help='Where to write the export (.pt)', required=True, metavar='PT')
 @click.option('--force', help='Overwrite --dest if it exists', is_flag=True)
+@os_errors_as_user_errors
 def main(network_pkl, dest, force):
     """Export a snapshot's networks and plug-in state to a file loadable with torch.load(weights_only=True).
 
@@ -47,6 +49,9 @@ def main(network_pkl, dest, force):
         snapshot = load_network_pkl(network_pkl)
     except SnapshotError as err:
         raise UserError(str(err))
+    if not any(isinstance(snapshot.get(key), torch.nn.Module) for key in NETWORK_KEYS):
+        raise UserError(f'{network_pkl} holds no networks (none of {", ".join(NETWORK_KEYS)}); export a '
+                        f'network-snapshot-*.pkl or vae-snapshot-*.pkl.')
 
     with Progress(3, desc='exporting', unit='step') as progress:
         try:

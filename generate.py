@@ -7,6 +7,7 @@ import click
 import PIL.Image
 import torch
 
+from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange, UserError, makedirs_or_fail, os_errors_as_user_errors
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
 
@@ -46,7 +47,7 @@ def to_uint8(img):
 @click.command(context_settings=dict(show_default=True))
 @click.option('--network', 'network_pkl', help='Network snapshot (path or URL)', required=True, metavar='PKL')
 @click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9', metavar='LIST', default='0-7')
-@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=float, default=1.0)
+@click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1.0)
 @click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const')
 @click.option('--class', 'class_idx', help='Class label (conditional networks)', type=click.IntRange(min=0))
 @click.option('--outdir', help='Where to save the images', metavar='DIR', required=True)
@@ -74,7 +75,8 @@ def to_uint8(img):
 @click.option('--condition-samples', help='--condition: classified samples for the gene statistics',
               type=click.IntRange(min=1), default=2000)
 @click.option('--condition-temp', help='--condition: temperature of the variant distributions (<1 sharpens)',
-              type=click.FloatRange(min=0, min_open=True), default=1.0)
+              type=FiniteFloatRange(min=0, min_open=True), default=1.0)
+@os_errors_as_user_errors
 def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, device, precision, traverse, dims, steps,
          encode_path, edits, compare_vae, genome_text, swaps, conditions, classifier, condition_samples, condition_temp):
     """Generate images with a trained network.
@@ -158,10 +160,19 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
                 conditioner, classifier = fit_conditioner(G, sampler, _data, conditions, classifier, condition_samples,
                                                           condition_temp, c=c, device=device, noise_mode=noise_mode,
                                                           truncation_psi=truncation_psi)
+            if edit_values and not (hasattr(sampler, 'code_dim') or hasattr(sampler, 'set_code') or plugin.is_genes(sampler)):
+                raise plugin.TraversalError(f'--set edits code dimensions, and {network_pkl} has no code (a plain '
+                                            f'StyleGAN2 z); train with --cfg=idgan or infogan, or sweep z dimensions '
+                                            f'with --traverse --dims.')
+            # Every edit is checked before anything is written (the first seed's latents stand in).
+            if seed_list and conditioner is None:
+                probe = plugin.apply_gene_edits(sample_for_seed(sampler, seed_list[0], device=device), sampler, genome,
+                                                swaps)
+                plugin.apply_edits(probe.z, sampler, edit_values)
         except ValueError as err:
             raise click.ClickException(str(err))
 
-    os.makedirs(outdir, exist_ok=True)
+    makedirs_or_fail(outdir, '--outdir')
     written = 0
     compared = []
     predicted = []          # --condition: the classifier's reading of every image written

@@ -11,15 +11,12 @@ import click
 import torch
 
 import dnnlib
+from dnnlib.cli import FiniteFloatRange, UserError, describe_os_error, os_errors_as_user_errors
 from torch_utils.precision import PRECISIONS, resolve_precision
 from training import distributed
 
 #: Augmentation presets by name (their contents live in training/augment.py).
 AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
-
-
-class UserError(click.ClickException):
-    """A mistake in the command line or the inputs, reported as one sentence."""
 
 
 def _gan_configs():
@@ -125,27 +122,97 @@ def _resolve_auto_resume(outdir, desc, c, training_set):
 
 
 def _apply_resume(c, resume_pkl, training_set):
-    exact = _check_resume_fits(resume_pkl, training_set)
+    exact = _check_resume_fits(c, resume_pkl, training_set)
     c.resume_pkl = resume_pkl
     if not exact:
         c.ema_rampup = None  # as StyleGAN2-ADA when starting from foreign weights: no EMA ramp-up
 
 
-def _check_resume_fits(resume_pkl, training_set):
+def _check_resume_fits(c, resume_pkl, training_set):
+    """Whether the snapshot carries exact resume state; refuses a snapshot these options cannot continue."""
     from training.snapshot import SnapshotError, load_network_pkl
     try:
         data = load_network_pkl(resume_pkl)
     except SnapshotError as err:
         raise UserError(f'--resume: {err}')
     G = data.get('G_ema')
-    exact = data.get('resume_state') is not None
+    state = data.get('resume_state')
     if G is None:
         raise UserError(f'--resume={resume_pkl} is not a network snapshot (no G_ema inside).')
     if (G.img_resolution, G.img_channels) != (training_set.resolution, training_set.num_channels):
         raise UserError(f'--resume={resume_pkl} was trained at {G.img_resolution}x{G.img_resolution} with '
                         f'{G.img_channels} channel(s) but the data is {training_set.resolution}x'
                         f'{training_set.resolution} with {training_set.num_channels}; resume from a matching snapshot.')
-    return exact
+    if state is not None and state.get('cur_nimg', 0) >= c.total_kimg * 1000:
+        trained = state['cur_nimg'] / 1000
+        raise UserError(f'--resume={resume_pkl} has already trained {trained:g} kimg and --kimg={c.total_kimg:g} asks '
+                        f'for no more; give a --kimg above {trained:g} to continue it.')
+    mismatch = _network_mismatch(c, data, G, training_set)
+    if mismatch is not None:
+        raise UserError(f'--resume={resume_pkl} does not fit these options: {mismatch}; pass the options it was '
+                        f'trained with (--cbase, --cmax, --map, --cfg, ...).')
+    return state is not None
+
+
+def _network_mismatch(c, data, G, training_set):
+    """A phrase naming a parameter whose shape differs between the snapshot and what `c` builds, or None.
+
+    The networks are built on the meta device (shapes only, no memory, no arithmetic). A plug-in
+    network that cannot be built that way is left to the training loop's own check.
+    """
+    from training.training_loop import shape_mismatch
+    common = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution,
+                  img_channels=training_set.num_channels)
+    for key, kwargs in (('G_ema', dnnlib.EasyDict(c.G_kwargs, z_dim=G.z_dim)), ('D', c.D_kwargs)):
+        if data.get(key) is None:
+            continue
+        try:
+            with torch.device('meta'):
+                built = dnnlib.util.construct_class_by_name(**kwargs, **common)
+        except Exception:  # noqa: BLE001  (only a pre-check: the loop checks again on the real modules)
+            continue
+        mismatch = shape_mismatch(data[key], built)
+        if mismatch is not None:
+            return f'{key}.{mismatch}'
+    return None
+
+
+# Training options that may change when a run directory is continued: how long and how often to
+# report, and where or how fast it runs. Any other difference would silently train another model.
+CONTINUE_MAY_CHANGE = ('total_kimg', 'kimg_per_tick', 'image_snapshot_ticks', 'network_snapshot_ticks', 'metrics',
+                       'metric_kwargs', 'data_loader_kwargs', 'device', 'precision', 'allow_tf32', 'torch_compile',
+                       'num_gpus', 'batch_gpu', 'run_dir', 'resume_pkl')
+
+
+def _differing_options(c, run_dir):
+    """'batch_size 8 -> 4, ...' for the options that differ from the run's training_options.json."""
+    path = os.path.join(run_dir, 'training_options.json')
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        return None  # nothing to compare with (an older or hand-made run directory)
+    now = json.loads(json.dumps(c, default=str))
+    differences = []
+
+    def walk(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) & set(b)):  # a key only one side knows is a code change, not an option
+                walk(a[key], b[key], f'{where}.{key}' if where else key)
+        elif a != b:
+            differences.append(f'{where} {json.dumps(a)} -> {json.dumps(b)}')
+
+    walk({k: v for k, v in before.items() if k not in CONTINUE_MAY_CHANGE},
+         {k: v for k, v in now.items() if k not in CONTINUE_MAY_CHANGE}, '')
+    return differences
+
+
+def _check_same_options(c, run_dir):
+    differences = _differing_options(c, run_dir)
+    if differences:
+        shown = ', '.join(differences[:3]) + (f' and {len(differences) - 3} more' if len(differences) > 3 else '')
+        raise UserError(f'--resume={run_dir} was trained with other options ({shown}); continue it with the options '
+                        f'it was trained with, or start a new run from its snapshot with --resume={c.resume_pkl}.')
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -156,15 +223,15 @@ def _check_resume_fits(resume_pkl, training_set):
 @click.option('--gpus', help='Number of processes (GPUs, or CPU processes with gloo)', type=click.IntRange(min=1), default=1)
 @click.option('--batch', help='Total batch size [default: by --cfg]', type=click.IntRange(min=1))
 @click.option('--batch-gpu', help='Batch per process and accumulation round [default: batch/gpus]', type=click.IntRange(min=1))
-@click.option('--kimg', help='Training duration in thousands of images', type=click.FloatRange(min=0, min_open=True), default=25000)
+@click.option('--kimg', help='Training duration in thousands of images', type=FiniteFloatRange(min=0, min_open=True), default=25000)
 @click.option('--gamma', help='R1 regularisation weight; with --cfg=factorvae the total-correlation weight [default: by --cfg]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 @click.option('--snap', help='Snapshot interval in ticks', type=click.IntRange(min=1), default=50)
-@click.option('--tick', help='Progress-line interval in kimg', type=click.FloatRange(min=0, min_open=True), default=4)
+@click.option('--tick', help='Progress-line interval in kimg', type=FiniteFloatRange(min=0, min_open=True), default=4)
 @click.option('--seed', help='Random seed', type=click.IntRange(min=0), default=0)
 @click.option('--aug', help='Augmentation mode', type=click.Choice(['ada', 'noaug', 'fixed']), default='ada')
-@click.option('--p', help='Augmentation probability for --aug=fixed', type=click.FloatRange(min=0, max=1))
-@click.option('--target', help='ADA target value for --aug=ada', type=click.FloatRange(min=0, max=1), default=0.6)
+@click.option('--p', help='Augmentation probability for --aug=fixed', type=FiniteFloatRange(min=0, max=1))
+@click.option('--target', help='ADA target value for --aug=ada', type=FiniteFloatRange(min=0, max=1), default=0.6)
 @click.option('--augpipe', help='Augmentation pipeline', type=click.Choice(AUGPIPES), default='bgc')
 @click.option('--mirror', help='Enable dataset x-flips', type=bool, default=False, metavar='BOOL')
 @click.option('--cond', help='Train a conditional model on the dataset labels', type=bool, default=False, metavar='BOOL')
@@ -185,36 +252,36 @@ def _check_resume_fits(resume_pkl, training_set):
 @click.option('--cbase', help='Capacity multiplier (channels = cbase / resolution) [default: by --cfg]', type=click.IntRange(min=1))
 @click.option('--cmax', help='Max. feature maps [default: by --cfg]', type=click.IntRange(min=1))
 @click.option('--map', help='Mapping network depth', type=click.IntRange(min=1), default=2)
-@click.option('--glr', help='G learning rate [default: by --cfg]', type=click.FloatRange(min=0, min_open=True))
-@click.option('--dlr', help='D learning rate [default: by --cfg]', type=click.FloatRange(min=0, min_open=True))
+@click.option('--glr', help='G learning rate [default: by --cfg]', type=FiniteFloatRange(min=0, min_open=True))
+@click.option('--dlr', help='D learning rate [default: by --cfg]', type=FiniteFloatRange(min=0, min_open=True))
 @click.option('--code-dim', help='VAE configs: code dimensions [default: 10]', type=click.IntRange(min=1))
 @click.option('--beta', help='VAE configs: KL weight (betavae) or total-correlation weight (btcvae) [default: by --cfg]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 @click.option('--tc-estimator', help='btcvae: minibatch estimator of the total correlation (docs/VAE.md) [default: mws]',
               type=click.Choice(['mws', 'mss']))
 @click.option('--recon', help='VAE configs: decoder likelihood (auto = bernoulli for 1 channel, gaussian for colour)',
               type=click.Choice(['auto', 'bernoulli', 'gaussian']), default='auto')
 @click.option('--lr', help='VAE configs: learning rate [default: 1e-3; official 1e-4]; GAN configs use --glr/--dlr',
-              type=click.FloatRange(min=0, min_open=True))
+              type=FiniteFloatRange(min=0, min_open=True))
 @click.option('--vae', help='ID-GAN: the stage-1 VAE snapshot whose encoder gives the code', metavar='PKL')
 @click.option('--nuisance-dim', help='ID-GAN, InfoGAN: width of the Gaussian nuisance (noise) input [default: 0; InfoGAN 5]',
               type=click.IntRange(min=0))
 @click.option('--distill-weight', help='ID-GAN: weight lambda of the distillation term [default: by --cfg]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 @click.option('--distill-warmup', help='ID-GAN: kimg of the linear warm-up of lambda [default: by --cfg]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 # InfoGAN and InfoGAN-CR (disentangle/infogan.py, disentangle/contrastive.py; docs/INFOGAN.md).
 @click.option('--cat', help='InfoGAN: categorical codes, category counts comma-separated, e.g. 10 or 10,10 [default: none]',
               metavar='LIST')
 @click.option('--cont', help='InfoGAN: continuous U(-1, 1) codes [default: 5]', type=click.IntRange(min=0))
-@click.option('--info-weight-cat', help='InfoGAN: weight of the categorical MI term [default: 1]', type=click.FloatRange(min=0))
+@click.option('--info-weight-cat', help='InfoGAN: weight of the categorical MI term [default: 1]', type=FiniteFloatRange(min=0))
 @click.option('--info-weight-cont', help='InfoGAN: weight of the continuous MI term [default: 0.1; infogan-cr 0.05]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 @click.option('--info-std', help='InfoGAN: std of Q for continuous codes [default: fixed]', type=click.Choice(['fixed', 'learned']))
 @click.option('--cr-weight', help='InfoGAN-CR: weight alpha of the contrastive term for G [default: 2]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 @click.option('--cr-start-kimg', help='InfoGAN-CR: kimg at which alpha switches on [default: 90% of --kimg]',
-              type=click.FloatRange(min=0))
+              type=FiniteFloatRange(min=0))
 @click.option('--cr-gap', help='InfoGAN-CR: contrastive gap schedule GAP[,GAP@KIMG...], e.g. 1.9,0@85 [default: 0]',
               metavar='SCHEDULE')
 # Mapping-network choices (StyleGenes: --mapping=genes, registered by the disentangle/ plug-in).
@@ -225,6 +292,7 @@ def _check_resume_fits(resume_pkl, training_set):
 @click.option('--gene-dim', help='--mapping=genes: width of a variant [default: w_dim / genes, no projection]',
               type=click.IntRange(min=1))
 @click.option('--dry-run', help='Print the training options and exit', is_flag=True)
+@os_errors_as_user_errors
 def main(**kwargs):
     """Train a GAN with the StyleGAN2-ADA recipe, on CPU or GPU.
 
@@ -392,6 +460,7 @@ def main(**kwargs):
         resume_dir = _resolve_auto_resume(opts.outdir, desc, c, training_set)
     if resume_dir is not None:
         c.run_dir = resume_dir
+        _check_same_options(c, resume_dir)
     else:
         c.run_dir = distributed.agree_on(None if torchrun and torchrun.rank != 0 else
                                          _make_run_dir(opts.outdir, desc, opts.dry_run), torchrun)
@@ -411,20 +480,41 @@ def main(**kwargs):
         print('Dry run; exiting.')
         return
 
-    options_path = os.path.join(c.run_dir, 'training_options.json')
-    if not os.path.exists(options_path) and (torchrun is None or torchrun.rank == 0):
-        with open(options_path + '.tmp', 'w') as f:
-            json.dump(c, f, indent=2, default=str)
-        os.replace(options_path + '.tmp', options_path)
+    if torchrun is None or torchrun.rank == 0:
+        # A continued run records its new length (the other options were checked to be the same).
+        from torch_utils.misc import atomic_write_bytes
+        try:
+            atomic_write_bytes(os.path.join(c.run_dir, 'training_options.json'),
+                               json.dumps(c, indent=2, default=str).encode('utf-8'))
+        except OSError as err:
+            _remove_new_run_dir(c.run_dir, resume_dir)
+            raise UserError(describe_os_error(err))
 
     print('Launching processes...')
-    from training.training_loop import TrainingDiverged
+    from training.training_loop import ResumeMismatch, TrainingDiverged
     try:
         stopped_by = distributed.launch_training(c)
     except TrainingDiverged as err:
         raise UserError(str(err))
+    except ResumeMismatch as err:
+        _remove_new_run_dir(c.run_dir, resume_dir)
+        raise UserError(f'--resume: {err}')
+    except OSError as err:  # a full disk or a read-only place, at a snapshot, a grid or a log line
+        from training.fault import newest_complete_snapshot
+        last = newest_complete_snapshot(c.run_dir)
+        raise UserError(f'training stopped: {describe_os_error(err)[:-1]}; '
+                        + (f'the last complete snapshot is {last} (continue with --resume={c.run_dir}).'
+                           if last else 'no snapshot was written.'))
     if stopped_by is not None:
         _exit_after_signal(stopped_by, c.run_dir)
+
+
+def _remove_new_run_dir(run_dir, resume_dir):
+    """Remove the run directory this command created, when training could not even start in it."""
+    import shutil
+    if resume_dir is None and os.path.isdir(run_dir) and \
+            not any(name.endswith('.pkl') for name in os.listdir(run_dir)):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _exit_after_signal(signum, run_dir, prefix=None):

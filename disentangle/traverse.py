@@ -22,6 +22,7 @@ per chosen gene with all of its variants in the columns (traverse-genes-seed<see
 """
 
 import importlib.util
+import math
 import os
 
 import numpy as np
@@ -245,6 +246,8 @@ def parse_edits(items):
                 edits[int(key.strip())] = float(value)
             except ValueError:
                 raise TraversalError(f'--set {part!r} is not DIM=VALUE (e.g. --set 3=1.5).')
+            if not math.isfinite(edits[int(key.strip())]):
+                raise TraversalError(f'--set {part!r}: the value must be a finite number (e.g. --set 3=1.5).')
     return edits
 
 

@@ -395,11 +395,28 @@ class Logger:
 
     def _write_file(self, text):
         if self.file is not None:
-            self.file.write(text)
+            try:
+                self.file.write(text)
+            except OSError as err:
+                self._lose_file(err)
 
     def _flush_file(self):
         if self.file is not None:
-            self.file.flush()
+            try:
+                self.file.flush()
+            except OSError as err:
+                self._lose_file(err)
+
+    def _lose_file(self, err):
+        """The log file cannot be written (disk full, ...): say so once and keep the terminal output.
+
+        A failing log must not end a run by itself; whatever hit the same full disk (a snapshot)
+        reports it with its own message.
+        """
+        name = getattr(self.file, 'name', 'the log file')
+        self.file = None
+        self.stderr.write(f'warning: {name} can no longer be written ({err.strerror or err}); '
+                          f'the log continues on the terminal only.\n')
 
     def write(self, text):
         """Write to stdout and the log file (the object itself can stand in for a stream)."""
@@ -422,7 +439,10 @@ class Logger:
         if sys.stderr is self._tee_stderr:
             sys.stderr = _skip_closed_tees(self.stderr)
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                pass  # the data that could not be written was reported when it was lost
             self.file = None
 
     def __enter__(self):

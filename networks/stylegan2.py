@@ -38,6 +38,7 @@ class NetworkConfigError(ValueError):
 
 ARCHITECTURES = ('orig', 'skip', 'resnet')
 NOISE_MODES = ('random', 'const', 'none')
+SKIP_GAIN = float(np.sqrt(0.5))  # resnet blocks: skip and residual each scaled by sqrt(1/2)
 
 
 def _check_choice(name, value, choices):
@@ -159,7 +160,7 @@ class FullyConnectedLayer(torch.nn.Module):
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         self.weight = torch.nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
         self.bias = torch.nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / np.sqrt(in_features)
+        self.weight_gain = float(lr_multiplier / np.sqrt(in_features))
         self.bias_gain = lr_multiplier
 
     def forward(self, x):
@@ -188,7 +189,7 @@ class Conv2dLayer(torch.nn.Module):
         self.up, self.down, self.conv_clamp = up, down, conv_clamp
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = float(1 / np.sqrt(in_channels * kernel_size ** 2))
         self.act_gain = bias_act.activation_funcs[activation].def_gain
 
         weight = _random_weight(out_channels, in_channels, kernel_size, channels_last)
@@ -319,7 +320,7 @@ class ToRGBLayer(torch.nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = torch.nn.Parameter(_random_weight(out_channels, in_channels, kernel_size, channels_last))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = float(1 / np.sqrt(in_channels * kernel_size ** 2))
 
     def forward(self, x, w, fused_modconv=True):
         styles = self.affine(w) * self.weight_gain
@@ -384,9 +385,9 @@ class SynthesisBlock(torch.nn.Module):
             x = x.to(dtype=dtype, memory_format=memory_format)
             if self.architecture == 'resnet':
                 # sqrt(0.5) on both branches keeps the sum at the variance of one branch.
-                y = self.skip(x, gain=np.sqrt(0.5))
+                y = self.skip(x, gain=SKIP_GAIN)
                 x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-                x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5),
+                x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=SKIP_GAIN,
                                **layer_kwargs)
                 x = y.to(x.dtype) + x
             else:
@@ -526,8 +527,8 @@ class DiscriminatorBlock(torch.nn.Module):
             img = upfirdn2d.downsample2d(img, self.resample_filter) if self.architecture == 'skip' else None
 
         if self.architecture == 'resnet':
-            y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv1(self.conv0(x), gain=np.sqrt(0.5))
+            y = self.skip(x, gain=SKIP_GAIN)
+            x = self.conv1(self.conv0(x), gain=SKIP_GAIN)
             x = y.to(x.dtype) + x
         else:
             x = self.conv1(self.conv0(x))

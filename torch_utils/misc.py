@@ -66,9 +66,16 @@ class suppress_tracer_warnings(warnings.catch_warnings):  # the official (lower-
     """Context manager that silences torch.jit.TracerWarning, e.g. for shape checks during tracing."""
 
     def __enter__(self):
+        if torch.compiler.is_compiling():  # nothing to silence, and catch_warnings breaks the graph
+            return None
         result = super().__enter__()
         warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
         return result
+
+    def __exit__(self, *exc_info):
+        if torch.compiler.is_compiling():
+            return None
+        return super().__exit__(*exc_info)
 
 
 def assert_shape(tensor, ref_shape):
@@ -343,9 +350,12 @@ def atomic_open(path, mode='wb'):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.remove(temp_path)
+        if isinstance(err, OSError) and (err.filename is None or err.filename == temp_path):
+            # Name the file the user asked for, not the hidden temporary one (a full disk, ...).
+            raise OSError(err.errno, err.strerror or str(err), path) from err
         raise
     _fsync_directory(directory)
 

@@ -581,6 +581,9 @@ def dataset_kwargs(data, **overrides):
     if not os.path.exists(data):
         raise DatasetError(f'--data={data!r} does not exist; pass a folder or .zip of images, or a built-in '
                            f'dataset ({builtins}).')
+    if not os.path.isdir(data) and data.lower().endswith('.zip') and not zipfile.is_zipfile(data):
+        raise DatasetError(f'--data={data!r} is named .zip but is not a zip archive (damaged, cut short or '
+                           f'renamed); rebuild it with dataset_tool.py.')
     if not (os.path.isdir(data) or zipfile.is_zipfile(data)):
         raise DatasetError(f'--data={data!r} is neither a folder nor a .zip file; pass a folder or .zip of '
                            f'images (dataset_tool.py creates one), or a built-in dataset ({builtins}).')

@@ -62,6 +62,15 @@ def agree_on(value, env):
     return box[0]
 
 
+def agree_on_object(value, num_gpus):
+    """Rank 0's `value` on every rank of the training loop's process group (no-op for one process)."""
+    if num_gpus <= 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_objects(obj, num_gpus):
     """[obj of rank 0, obj of rank 1, ...] on every rank (None for a single process)."""
     if num_gpus <= 1:

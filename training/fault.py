@@ -95,6 +95,27 @@ def find_run_to_continue(outdir, desc, prefix=SNAPSHOT_PREFIX):
     return None, None
 
 
+def snapshot_path(run_dir, prefix, cur_nimg, ext='.pkl'):
+    """Where to write the snapshot (or image grid) of `cur_nimg` images without replacing another.
+
+    StyleGAN2-ADA's name, `<prefix><kimg:06d><ext>`, when it is free. Several snapshots within one
+    kimg (short ticks, a signal right after a periodic snapshot, a resume with another batch) would
+    share that name, so a later one is `<prefix><kimg:06d>_<images:03d><ext>` (`_512`: 512 images
+    past the kimg), which sorts after the plain name and before the next kimg's, so "newest by name"
+    stays right. A complete snapshot is never replaced; an incomplete file of the same name is.
+    """
+    kimg, rest = divmod(int(cur_nimg), 1000)
+    plain = os.path.join(run_dir, f'{prefix}{kimg:06d}{ext}')
+    if not os.path.exists(plain):
+        return plain
+    stem = os.path.join(run_dir, f'{prefix}{kimg:06d}_{rest:03d}')
+    candidate, copy = stem + ext, 1
+    while os.path.exists(candidate) and (ext != '.pkl' or snapshot_problem(candidate) is None):
+        copy += 1
+        candidate = f'{stem}_{copy}{ext}'
+    return candidate
+
+
 # ----------------------------------------------------------------------------------------------
 # Stopping on a signal.
 

@@ -35,6 +35,52 @@ class TrainingDiverged(RuntimeError):
     """Raised when a loss or a weight becomes NaN/Inf."""
 
 
+class ResumeMismatch(ValueError):
+    """The snapshot to resume from has other network shapes than these options build."""
+
+
+def shape_mismatch(source, target):
+    """None if every parameter and buffer the two modules share has one shape, else a phrase naming one.
+
+    copy_params_and_buffers copies by name; a snapshot of other widths (--cbase, --cmax, ...) would
+    otherwise fail deep inside it.
+    """
+    theirs = dict(misc.named_params_and_buffers(source))
+    for name, tensor in misc.named_params_and_buffers(target):
+        if name in theirs and tuple(theirs[name].shape) != tuple(tensor.shape):
+            return f'{name} is {list(theirs[name].shape)} in the snapshot but {list(tensor.shape)} here'
+    return None
+
+
+class JsonLines:
+    """stats.jsonl: one JSON object per line, created at the first line (a run that fails before its
+    first tick leaves no empty file), and never a half-written line (a failed write is undone)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = None
+
+    def write(self, obj):
+        line = (json.dumps(obj) + '\n').encode('utf-8')
+        if self.file is None:
+            self.file = open(self.path, 'ab', buffering=0)  # noqa: SIM115  (closed by close())
+        start = os.fstat(self.file.fileno()).st_size
+        try:
+            written = 0
+            while written < len(line):  # unbuffered: a short write returns its count
+                written += self.file.write(line[written:])
+        except OSError as err:
+            try:
+                os.ftruncate(self.file.fileno(), start)
+            except OSError:
+                pass
+            raise OSError(err.errno, err.strerror, self.path) from err
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
 # ----------------------------------------------------------------------------------------------
 # Image grids.
 
@@ -275,6 +321,7 @@ def training_loop(
 
     # Resume: weights always; the rest of the state when the snapshot has it.
     cur_nimg, cur_tick, batch_idx = 0, 0, 0
+    time_offset = 0.0  # seconds trained before this process (a resumed run)
     resume_state = None
     if resume_pkl is not None:
         if rank == 0:
@@ -283,6 +330,10 @@ def training_loop(
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe),
                              ('latent', latent_sampler)] + list(term_modules.items()):
             if module is not None and resume_data.get(name) is not None:
+                mismatch = shape_mismatch(resume_data[name], module)
+                if mismatch is not None:
+                    raise ResumeMismatch(f'{resume_pkl} does not fit these options: {name}.{mismatch}; pass the '
+                                         f'options it was trained with (--cbase, --cmax, --map, --cfg, ...).')
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
         resume_state = resume_data.get('resume_state')
         if resume_state is not None:
@@ -291,6 +342,7 @@ def training_loop(
             cur_nimg = resume_state['cur_nimg']
             cur_tick = resume_state['cur_tick']
             batch_idx = resume_state['batch_idx']
+            time_offset = float(resume_state.get('total_sec', 0.0))  # log.txt's time column continues
             loss.load_state_dict(resume_state['loss'])
             if ada is not None and resume_state.get('ada') is not None:
                 ada.load_state_dict(resume_state['ada'])
@@ -343,7 +395,7 @@ def training_loop(
     stats_jsonl = None
     stats_tfevents = None
     if rank == 0:
-        stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'a')
+        stats_jsonl = JsonLines(os.path.join(run_dir, 'stats.jsonl'))
         try:
             import torch.utils.tensorboard as tensorboard
             stats_tfevents = tensorboard.SummaryWriter(run_dir)
@@ -437,7 +489,8 @@ def training_loop(
         fields = []
         fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
         fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.1f}"]
-        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
+        total_sec = tick_end_time - start_time + time_offset
+        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', total_sec)):<12s}"]
         fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
         fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / max(cur_nimg - tick_start_nimg, 1) * 1e3):<7.2f}"]
         fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
@@ -446,8 +499,8 @@ def training_loop(
             fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', torch.cuda.max_memory_allocated(device) / 2**30):<6.2f}"]
             torch.cuda.reset_peak_memory_stats()
         fields += [f"augment {training_stats.report0('Progress/augment', float(augment_pipe.p.cpu()) if augment_pipe is not None else 0):.3f}"]
-        training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
-        training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
+        training_stats.report0('Timing/total_hours', total_sec / (60 * 60))
+        training_stats.report0('Timing/total_days', total_sec / (24 * 60 * 60))
         if rank == 0:
             print(' '.join(fields), flush=True)
 
@@ -472,7 +525,7 @@ def training_loop(
         # Save image snapshot.
         if rank == 0 and (done or cur_tick % image_snapshot_ticks == 0):
             images = _render_grid(G_ema, grid_latents, grid_c, amp_dtype)
-            save_image_grid(images, os.path.join(run_dir, f'fakes{cur_nimg // 1000:06d}.png'), drange=[-1, 1],
+            save_image_grid(images, fault.snapshot_path(run_dir, 'fakes', cur_nimg, ext='.png'), drange=[-1, 1],
                             grid_size=grid_size)
 
         # Save network snapshot.
@@ -487,8 +540,9 @@ def training_loop(
                 cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx,
                 loss=loss.state_dict(), ada=ada.state_dict() if ada is not None else None,
                 rng=training_rng, rank_rng=distributed.gather_objects(training_rng, num_gpus),
-                sampling=sampling.state_dict(), num_gpus=num_gpus, batch_size=batch_size)
-            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+                sampling=sampling.state_dict(), num_gpus=num_gpus, batch_size=batch_size, total_sec=total_sec)
+            snapshot_pkl = fault.snapshot_path(run_dir, 'network-snapshot-', cur_nimg) if rank == 0 else None
+            snapshot_pkl = distributed.agree_on_object(snapshot_pkl, num_gpus)
             if rank == 0:
                 misc.atomic_pickle_dump(snapshot_data, snapshot_pkl)
                 last_snapshot_pkl = snapshot_pkl
@@ -511,9 +565,7 @@ def training_loop(
         # Update logs.
         timestamp = time.time()
         if stats_jsonl is not None:
-            fields = dict(stats_dict, timestamp=timestamp)
-            stats_jsonl.write(json.dumps(fields) + '\n')
-            stats_jsonl.flush()
+            stats_jsonl.write(dict(stats_dict, timestamp=timestamp))
         if stats_tfevents is not None:
             global_step = int(cur_nimg / 1e3)
             walltime = timestamp - start_time

@@ -32,7 +32,9 @@ from torch_utils import misc, training_stats
 from torch_utils.precision import autocast_dtype, resolve_precision
 from training import vae_objectives
 from training.loss import autocast_context
+from training import fault
 from training.training_loop import (
+    JsonLines,
     TrainingDiverged,
     _collate,
     _SkipSampler,
@@ -217,7 +219,7 @@ def vae_training_loop(
         save_grids('_init')
 
     stats_collector = training_stats.Collector(regex='.*')
-    stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'a')
+    stats_jsonl = JsonLines(os.path.join(run_dir, 'stats.jsonl'))
 
     # Restore the RNG states last: everything above may have consumed random numbers.
     if resume_state is not None and resume_state.get('rng') is not None:
@@ -307,7 +309,8 @@ def vae_training_loop(
                                    f'Try --precision=fp32 or a smaller --lr.')
 
         if done or cur_tick % image_snapshot_ticks == 0:
-            save_grids(f'{cur_nimg // 1000:06d}')
+            # Named after the snapshot of this kimg, so several grids within one kimg never overwrite.
+            save_grids(os.path.basename(fault.snapshot_path(run_dir, 'recon', cur_nimg, ext='.png'))[len('recon'):-4])
 
         if done or cur_tick % network_snapshot_ticks == 0:
             snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs),
@@ -319,7 +322,7 @@ def vae_training_loop(
                 opt=copy.deepcopy(opt.state_dict()), objective=copy.deepcopy(objective.state_dict()),
                 cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx, rng=training_rng,
                 batch_size=batch_size)
-            last_snapshot_pkl = os.path.join(run_dir, f'{SNAPSHOT_PREFIX}{cur_nimg // 1000:06d}.pkl')
+            last_snapshot_pkl = fault.snapshot_path(run_dir, SNAPSHOT_PREFIX, cur_nimg)
             misc.atomic_pickle_dump(snapshot_data, last_snapshot_pkl)
             if metrics:
                 log('Evaluating metrics...')
@@ -333,8 +336,7 @@ def vae_training_loop(
             del snapshot_data
         misc.set_rng_state(training_rng)
 
-        stats_jsonl.write(json.dumps(dict(stats_dict, timestamp=time.time())) + '\n')
-        stats_jsonl.flush()
+        stats_jsonl.write(dict(stats_dict, timestamp=time.time()))
         if progress_fn is not None:
             progress_fn(cur_nimg // 1000, total_kimg)
 
@@ -432,15 +434,22 @@ def launch_vae_training(opts):
     resume_pkl, resume_dir = _resolve_vae_resume(opts.resume, host)
     if resume_pkl is not None:
         try:
-            check_vae_snapshot_fits(load_vae_snapshot(resume_pkl), resolution=res, num_channels=channels,
+            resume_data = load_vae_snapshot(resume_pkl)
+            check_vae_snapshot_fits(resume_data, resolution=res, num_channels=channels,
                                     code_dim=code_dim, exact_resolution=True, what=f'--data={opts.data}',
                                     path=resume_pkl)
         except VAESnapshotError as err:
             raise host.UserError(f'--resume: {err}')
+        trained = (resume_data.get('resume_state') or {}).get('cur_nimg', 0) / 1000
+        if trained and trained * 1000 >= c.total_kimg * 1000:
+            raise host.UserError(f'--resume={resume_pkl} has already trained {trained:g} kimg and --kimg='
+                                 f'{c.total_kimg:g} asks for no more; give a --kimg above {trained:g} to continue it.')
         c.resume_pkl = resume_pkl
 
     desc = f'{training_set.name}-{opts.cfg}' + ('-mirror' if opts.mirror else '') + f'-batch{c.batch_size}'
     c.run_dir = resume_dir if resume_dir is not None else host._make_run_dir(opts.outdir, desc, opts.dry_run)
+    if resume_dir is not None:
+        host._check_same_options(c, resume_dir)
 
     print()
     print('Training options:')
@@ -456,9 +465,8 @@ def launch_vae_training(opts):
         print('Dry run; exiting.')
         return None
 
-    options_path = os.path.join(c.run_dir, 'training_options.json')
-    if not os.path.exists(options_path):
-        misc.atomic_write_bytes(options_path, json.dumps(c, indent=2, default=str).encode())
+    # A continued run records its new length (the other options were checked to be the same).
+    misc.atomic_write_bytes(os.path.join(c.run_dir, 'training_options.json'), json.dumps(c, indent=2, default=str).encode())
     from training import fault
     stop = fault.StopRequest().install()
     with dnnlib.util.Logger(file_name=os.path.join(c.run_dir, 'log.txt'), file_mode='a', should_flush=True):

@@ -32,8 +32,9 @@ class _ActivationSpec(dict):
 
 
 def _spec(func, def_alpha, def_gain, cuda_idx, ref, has_2nd_grad):
-    return _ActivationSpec(func=func, def_alpha=def_alpha, def_gain=def_gain, cuda_idx=cuda_idx, ref=ref,
-                           has_2nd_grad=has_2nd_grad)
+    # Python floats, not numpy scalars: torch.compile turns float(numpy scalar) into a host read.
+    return _ActivationSpec(func=func, def_alpha=float(def_alpha), def_gain=float(def_gain), cuda_idx=cuda_idx,
+                           ref=ref, has_2nd_grad=has_2nd_grad)
 
 
 # Defaults follow StyleGAN2-ADA: gain sqrt(2) for the ReLU family and swish keeps the signal's

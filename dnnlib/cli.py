@@ -1,0 +1,68 @@
+"""What the command-line tools share: the user-error type, finite number options, and OS errors
+reported as one sentence.
+
+Every tool ends a mistake with one `Error:` sentence and a non-zero exit status, never a
+traceback; nothing it already wrote is lost or left half-written (docs/ERRORS.md).
+"""
+
+import errno
+import functools
+import math
+import os
+
+import click
+
+
+class UserError(click.ClickException):
+    """A mistake in the command line or the inputs, reported as one sentence."""
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (`x > 0` holds for inf, and nan passes any check)."""
+
+    name = 'float'
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f'{number} is not a finite number.', param, ctx)
+        return number
+
+
+FINITE_FLOAT = FiniteFloatRange()
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def describe_os_error(err, doing=None):
+    """One sentence for an OSError: which file, and the system's reason (disk full, read-only, ...)."""
+    doing = doing or ('write' if err.errno in WRITE_ERRNOS else 'open')
+    what = err.filename if err.filename is not None else 'a file'
+    reason = err.strerror or str(err)
+    hint = {errno.ENOSPC: 'free some space', errno.EDQUOT: 'free some space',
+            errno.EROFS: 'choose a writable place', errno.EACCES: 'choose a writable place',
+            errno.EPERM: 'choose a writable place', errno.EFBIG: 'free some space or raise the file-size limit'}
+    fix = hint.get(err.errno)
+    return f'cannot {doing} {what}: {reason}' + (f'; {fix} and run the command again.' if fix else '.')
+
+
+def os_errors_as_user_errors(main):
+    """Decorate a click command's function: an OSError that escapes it becomes one `Error:` sentence."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except OSError as err:
+            raise UserError(describe_os_error(err)) from None
+    return wrapper
+
+
+def makedirs_or_fail(path, flag):
+    """os.makedirs(path, exist_ok=True) for an output option, failing in one sentence naming the flag."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f'{flag}={path} is a file; give a directory.')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(f'cannot create {flag}={path}: {err.strerror or err}; choose a writable place.') from None
