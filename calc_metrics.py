@@ -5,6 +5,7 @@ import os
 import click
 import torch
 
+from dnnlib import cli
 from dnnlib.cli import UserError, makedirs_or_fail, os_errors_as_user_errors
 from metrics import metric_main
 from metrics.ground_truth import MetricError
@@ -42,7 +43,7 @@ def _parse_metrics(text):
     return names
 
 
-@click.command(context_settings=dict(show_default=True))
+@click.command(cls=cli.Command, context_settings=dict(show_default=True))
 @click.option('--network', 'network_pkl', help='Network snapshot (path or URL)', required=True, metavar='PKL')
 @click.option('--metrics', help='Comma-separated metrics', default='factorvae,mig,dci,sap,betavae', metavar='LIST')
 @click.option('--data', help='Dataset (built-in name, folder or zip) [default: the snapshot\'s training set]', metavar='DATA')

@@ -18,6 +18,7 @@ import click
 import numpy as np
 import PIL.Image
 
+from dnnlib import cli
 from dnnlib.cli import os_errors_as_user_errors
 from dnnlib.progress import Progress
 from training.dataset import DATASET_JSON, DatasetError
@@ -418,7 +419,7 @@ def convert_dataset(source, dest, max_images=None, resolution=None, transform=No
     return len(indices)
 
 
-@click.command()
+@click.command(cls=cli.Command)
 @click.option('--source', required=True, metavar='PATH|NAME',
               help='Folder or .zip of images (png, jpg, ...; optional dataset.json with labels), or a built-in '
                    'dataset: dsprites, shapes3d, digits.')

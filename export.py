@@ -5,6 +5,7 @@ import os
 import click
 import torch
 
+from dnnlib import cli
 from dnnlib.cli import UserError, os_errors_as_user_errors
 from dnnlib.progress import Progress
 
@@ -13,7 +14,7 @@ from dnnlib.progress import Progress
 NETWORK_KEYS = ('G_ema', 'G', 'D', 'E', 'Dec')
 
 
-@click.command(context_settings=dict(show_default=True))
+@click.command(cls=cli.Command, context_settings=dict(show_default=True))
 @click.option('--network', 'network_pkl', help='Snapshot to export (GAN or VAE .pkl, path or URL)', required=True,
               metavar='PKL')
 @click.option('--dest', help='Where to write the export (.pt)', required=True, metavar='PT')

@@ -7,6 +7,7 @@ import click
 import PIL.Image
 import torch
 
+from dnnlib import cli
 from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange, UserError, makedirs_or_fail, os_errors_as_user_errors
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
@@ -44,7 +45,7 @@ def to_uint8(img):
     return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-@click.command(context_settings=dict(show_default=True))
+@click.command(cls=cli.Command, context_settings=dict(show_default=True))
 @click.option('--network', 'network_pkl', help='Network snapshot (path or URL)', required=True, metavar='PKL')
 @click.option('--seeds', help='Seeds, e.g. 0-7 or 1,5,9', metavar='LIST', default='0-7')
 @click.option('--trunc', 'truncation_psi', help='Truncation psi', type=FINITE_FLOAT, default=1.0)
@@ -164,6 +165,8 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
                 raise plugin.TraversalError(f'--set edits code dimensions, and {network_pkl} has no code (a plain '
                                             f'StyleGAN2 z); train with --cfg=idgan or infogan, or sweep z dimensions '
                                             f'with --traverse --dims.')
+            if traverse and dim_list is not None and not plugin.is_genes(sampler):
+                plugin.check_dims(sampler, dim_list)
             # Every edit is checked before anything is written (the first seed's latents stand in).
             if seed_list and conditioner is None:
                 probe = plugin.apply_gene_edits(sample_for_seed(sampler, seed_list[0], device=device), sampler, genome,

@@ -8,9 +8,10 @@ import click
 import numpy as np
 import torch
 
+from dnnlib import cli
 
-class UserError(click.ClickException):
-    """A bad option or input, stated in one sentence with the fix."""
+
+UserError = cli.UserError
 
 
 def expand_networks(text):
@@ -55,7 +56,7 @@ def supervised_scores(models, data, seed, votes, verbose):
     return out
 
 
-@click.command(context_settings=dict(show_default=True))
+@click.command(cls=cli.Command, context_settings=dict(show_default=True))
 @click.option('--networks', help='Snapshots: comma-separated paths and/or globs (quote globs)', required=True,
               metavar='PKLS')
 @click.option('--groups', help='Labelled groups per model (M; one code held fixed per group)', type=click.IntRange(min=2),
@@ -72,6 +73,7 @@ def supervised_scores(models, data, seed, votes, verbose):
 @click.option('--seed', help='Random seed of the rendered data', type=int, default=0)
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
 @click.option('--verbose/--quiet', help='Print progress lines with ETA', default=True)
+@cli.os_errors_as_user_errors
 def main(networks, groups, group_size, std_samples, out_path, data, votes, seed, device, verbose):
     """Rank trained models by ModelCentrality and select the medoid.
 

@@ -11,6 +11,7 @@ import click
 import torch
 
 import dnnlib
+from dnnlib import cli
 from dnnlib.cli import FiniteFloatRange, UserError, describe_os_error, os_errors_as_user_errors
 from torch_utils.precision import PRECISIONS, resolve_precision
 from training import distributed
@@ -116,9 +117,23 @@ def _resolve_auto_resume(outdir, desc, c, training_set):
     if resume_pkl is None:
         print(f'--resume=auto: no run "NNNNN-{desc}" with a complete snapshot in {outdir}; starting a new run.')
         return None
+    trained = _trained_kimg(resume_pkl)
+    if trained is not None and trained == c.total_kimg:  # a job script run again after the end
+        print(f'--resume=auto: {resume_dir} has already trained its {trained:g} kimg; nothing to do.')
+        raise SystemExit(0)
     print(f'--resume=auto: continuing {resume_dir} from {os.path.basename(resume_pkl)}.')
     _apply_resume(c, resume_pkl, training_set)
     return resume_dir
+
+
+def _trained_kimg(snapshot_pkl):
+    """kimg trained by the run that wrote `snapshot_pkl` (None for a snapshot without resume state)."""
+    from training.snapshot import SnapshotError, load_network_pkl
+    try:
+        state = load_network_pkl(snapshot_pkl).get('resume_state')
+    except SnapshotError:
+        return None  # reported by the caller's own load
+    return state['cur_nimg'] / 1000 if state is not None else None
 
 
 def _apply_resume(c, resume_pkl, training_set):
@@ -157,8 +172,8 @@ def _check_resume_fits(c, resume_pkl, training_set):
 def _network_mismatch(c, data, G, training_set):
     """A phrase naming a parameter whose shape differs between the snapshot and what `c` builds, or None.
 
-    The networks are built on the meta device (shapes only, no memory, no arithmetic). A plug-in
-    network that cannot be built that way is left to the training loop's own check.
+    The networks are built on the CPU (a second or two at full size; the random state is restored).
+    A plug-in network that cannot be built here is left to the training loop's own check.
     """
     from training.training_loop import shape_mismatch
     common = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution,
@@ -167,11 +182,11 @@ def _network_mismatch(c, data, G, training_set):
         if data.get(key) is None:
             continue
         try:
-            with torch.device('meta'):
+            with torch.random.fork_rng(devices=[]):
                 built = dnnlib.util.construct_class_by_name(**kwargs, **common)
         except Exception:  # noqa: BLE001  (only a pre-check: the loop checks again on the real modules)
             continue
-        mismatch = shape_mismatch(data[key], built)
+        mismatch = shape_mismatch(data[key], built, exact=data.get('resume_state') is not None)
         if mismatch is not None:
             return f'{key}.{mismatch}'
     return None
@@ -215,7 +230,7 @@ def _check_same_options(c, run_dir):
                         f'it was trained with, or start a new run from its snapshot with --resume={c.resume_pkl}.')
 
 
-@click.command(context_settings=dict(show_default=True))
+@click.command(cls=cli.Command, context_settings=dict(show_default=True))
 @click.option('--outdir', help='Where to save the results', metavar='DIR', required=True)
 @click.option('--data', help='Training data: a zip or folder of images, or a built-in name (dsprites, shapes3d, digits)',
               metavar='PATH', required=True)

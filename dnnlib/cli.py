@@ -9,12 +9,34 @@ import errno
 import functools
 import math
 import os
+import sys
 
 import click
 
 
 class UserError(click.ClickException):
     """A mistake in the command line or the inputs, reported as one sentence."""
+
+
+class Command(click.Command):
+    """click.Command whose mistakes print one line, `Error: ...`, on stderr (no usage block).
+
+    click's own option errors print the usage and a "Try --help" line before the message; a
+    scheduler's log or a script reading stderr should see the one sentence that matters.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as err:
+            click.echo(f'Error: {err.format_message()}', err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo('Aborted!', err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 class FiniteFloatRange(click.FloatRange):

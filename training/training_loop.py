@@ -39,13 +39,20 @@ class ResumeMismatch(ValueError):
     """The snapshot to resume from has other network shapes than these options build."""
 
 
-def shape_mismatch(source, target):
+def shape_mismatch(source, target, exact=False):
     """None if every parameter and buffer the two modules share has one shape, else a phrase naming one.
 
     copy_params_and_buffers copies by name; a snapshot of other widths (--cbase, --cmax, ...) would
-    otherwise fail deep inside it.
+    otherwise fail deep inside it. `exact` (resuming the optimiser state too): the parameters must
+    also be the same set, as the optimiser's moments belong to them one by one.
     """
     theirs = dict(misc.named_params_and_buffers(source))
+    if exact:
+        ours = {name for name, _ in source.named_parameters()}
+        here = {name for name, _ in target.named_parameters()}
+        if ours != here:
+            name = sorted(ours ^ here)[0]
+            return f'{name} is {"in the snapshot but not here" if name in ours else "here but not in the snapshot"}'
     for name, tensor in misc.named_params_and_buffers(target):
         if name in theirs and tuple(theirs[name].shape) != tuple(tensor.shape):
             return f'{name} is {list(theirs[name].shape)} in the snapshot but {list(tensor.shape)} here'
@@ -330,7 +337,7 @@ def training_loop(
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe),
                              ('latent', latent_sampler)] + list(term_modules.items()):
             if module is not None and resume_data.get(name) is not None:
-                mismatch = shape_mismatch(resume_data[name], module)
+                mismatch = shape_mismatch(resume_data[name], module, exact=resume_data.get('resume_state') is not None)
                 if mismatch is not None:
                     raise ResumeMismatch(f'{resume_pkl} does not fit these options: {name}.{mismatch}; pass the '
                                          f'options it was trained with (--cbase, --cmax, --map, --cfg, ...).')
