@@ -138,3 +138,23 @@ def test_disk_full_at_a_snapshot_is_one_sentence_and_keeps_the_last_snapshot(tmp
     assert not temp_files(run_dir)                              # the failed temporary file was removed
     stats_after = (run_dir / 'stats.jsonl').read_bytes()
     assert stats_after.startswith(stats_before) and stats_after.endswith(b'\n')  # whole lines only
+
+
+def test_sub_kimg_snapshots_keep_their_own_names_and_time_continues_after_resume(tmp_path, data):
+    short = [a if a != KIMG else '--kimg=0.008' for a in command(tmp_path, data)]
+    assert subprocess.run(short, cwd=REPO, env=ENV, capture_output=True).returncode == 0
+    (run_dir,) = [tmp_path / n for n in os.listdir(tmp_path)]
+    longer = [a if a != KIMG else '--kimg=0.016' for a in command(tmp_path, data, f'--resume={run_dir}')]
+    done = subprocess.run(longer, cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = sorted(n for n in os.listdir(run_dir) if n.startswith('network-snapshot-'))
+    # Ticks of 4 images: one snapshot per tick, none overwritten, and "newest by name" is the newest.
+    assert names == ['network-snapshot-000000.pkl', 'network-snapshot-000000_008.pkl',
+                     'network-snapshot-000000_012.pkl', 'network-snapshot-000000_016.pkl']
+    assert [load(run_dir / n)['resume_state']['cur_nimg'] for n in names] == [4, 8, 12, 16]
+    import json
+    lines = [json.loads(line) for line in open(run_dir / 'stats.jsonl')]
+    total = [line['Timing/total_sec']['mean'] for line in lines]
+    assert len(total) == 4 and total == sorted(total)  # the resumed ticks count on from the first segment
+    options = json.load(open(run_dir / 'training_options.json'))
+    assert options['total_kimg'] == 0.016  # the continued run's new length is recorded
