@@ -515,13 +515,18 @@ def main(**kwargs):
         _remove_new_run_dir(c.run_dir, resume_dir)
         raise UserError(f'--resume: {err}')
     except OSError as err:  # a full disk or a read-only place, at a snapshot, a grid or a log line
-        from training.fault import newest_complete_snapshot
-        last = newest_complete_snapshot(c.run_dir)
-        raise UserError(f'training stopped: {describe_os_error(err)[:-1]}; '
-                        + (f'the last complete snapshot is {last} (continue with --resume={c.run_dir}).'
-                           if last else 'no snapshot was written.'))
+        raise storage_error(err, c.run_dir)
     if stopped_by is not None:
         _exit_after_signal(stopped_by, c.run_dir)
+
+
+def storage_error(err, run_dir, prefix=None):
+    """The UserError for a write that failed during training, naming the snapshot to continue from."""
+    from training.fault import newest_complete_snapshot
+    last = newest_complete_snapshot(run_dir) if prefix is None else newest_complete_snapshot(run_dir, prefix=prefix)
+    why = describe_os_error(err).split('; ')[0].rstrip('.')
+    return UserError(f'training stopped: {why}; ' + (f'the last complete snapshot is {last} (continue with '
+                                                     f'--resume={run_dir}).' if last else 'no snapshot was written.'))
 
 
 def _remove_new_run_dir(run_dir, resume_dir):

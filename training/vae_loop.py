@@ -474,6 +474,8 @@ def launch_vae_training(opts):
             result = vae_training_loop(**c, abort_fn=stop)
         except TrainingDiverged as err:
             raise host.UserError(str(err))
+        except OSError as err:  # a full disk or a read-only place
+            raise host.storage_error(err, c.run_dir, prefix=SNAPSHOT_PREFIX)
         finally:
             stop.restore()
     if stop.signum is not None:
