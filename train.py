@@ -20,26 +20,36 @@ from training import distributed
 AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 
 
+def _plugin_configs():
+    """The plug-in's registry module, or None when the plug-in is not installed.
+
+    Only the plug-in's absence is quiet: an import that fails inside it (a broken plug-in, a
+    missing dependency of one method) is reported with its cause, instead of every preset
+    vanishing behind "unknown --cfg".
+    """
+    try:
+        from disentangle import configs as plugin_configs  # optional plug-in; training works without it
+    except ModuleNotFoundError as err:
+        if err.name == 'disentangle':
+            return None
+        raise UserError(f'the disentangle/ plug-in cannot be loaded: {err}; install what it needs '
+                        f'(pip install -e .) or remove the plug-in.') from None
+    except ImportError as err:
+        raise UserError(f'the disentangle/ plug-in cannot be loaded: {err}.') from None
+    return plugin_configs
+
+
 def _gan_configs():
     """Configuration presets: the host's, plus those a plug-in registers when it is installed."""
     cfgs = {'stylegan2': _configure_stylegan2}
-    try:
-        from disentangle import configs as plugin_configs  # optional plug-in; training works without it
-    except ImportError:
-        plugin_configs = None
-    if plugin_configs is not None and hasattr(plugin_configs, 'CONFIGS'):
-        cfgs.update(plugin_configs.CONFIGS)
+    cfgs.update(getattr(_plugin_configs(), 'CONFIGS', {}))
     return cfgs
 
 
 def _mapping_choices():
     """--mapping choices: the host's MLP (None: nothing to change), plus those a plug-in registers."""
     choices = {'mlp': None}
-    try:
-        from disentangle import configs as plugin_configs  # optional plug-in; training works without it
-    except ImportError:
-        plugin_configs = None
-    choices.update(getattr(plugin_configs, 'MAPPINGS', {}))
+    choices.update(getattr(_plugin_configs(), 'MAPPINGS', {}))
     return choices
 
 

@@ -52,3 +52,35 @@ def test_user_mistakes_end_in_one_sentence(command, args, message, files):
     assert not (files / 'runs').exists() and not (files / 'out').exists() and not (files / 'x.pt').exists()
     assert not (files / 'out.zip').exists()
     assert sorted(os.listdir(files)) == ['afile', 'empty', 'list.pkl']
+
+
+def test_a_broken_plug_in_import_is_reported_with_its_cause(monkeypatch, tmp_path):
+    """Only the plug-in's absence is quiet; a failing import inside it must not hide every preset."""
+    import builtins
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name == 'disentangle' or name.startswith('disentangle.'):
+            raise ModuleNotFoundError("No module named 'some_dependency'", name='some_dependency')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', failing)
+    result = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', '--data=digits', '--cfg=idgan'])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("Error: the disentangle/ plug-in cannot be loaded: No module named "
+                                     "'some_dependency'; install what it needs (pip install -e .) or remove the "
+                                     "plug-in.")
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_the_plug_in_only_the_host_presets_remain(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def absent(name, *args, **kwargs):
+        if name == 'disentangle' or name.startswith('disentangle.'):
+            raise ModuleNotFoundError("No module named 'disentangle'", name='disentangle')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', absent)
+    assert sorted(train._gan_configs()) == ['stylegan2'] and sorted(train._mapping_choices()) == ['mlp']
