@@ -5,6 +5,7 @@ suppress_tracer_warnings from here, so their signatures and semantics must not c
 """
 
 import contextlib
+import hashlib
 import os
 import pickle
 import random
@@ -381,6 +382,49 @@ def atomic_write_bytes(path, data):
 
 
 def atomic_pickle_dump(obj, path, protocol=pickle.DEFAULT_PROTOCOL):
-    """Pickle `obj` to `path` atomically; the pickle streams to disk, so large snapshots need no extra RAM."""
+    """Pickle `obj` to `path` atomically, followed by a checksum trailer (see `checksum_trailer`).
+
+    The pickle streams to disk and is hashed on the way, so large snapshots need no extra RAM.
+    """
     with atomic_open(path, 'wb') as file:
-        pickle.dump(obj, file, protocol=protocol)
+        hashing = HashingWriter(file)
+        pickle.dump(obj, hashing, protocol=protocol)
+        file.write(checksum_trailer(hashing.hexdigest()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Checksums of written files (verified on load by training/fault.py and torch_utils/safe_export.py)
+
+# Every unpickler stops at the pickle's STOP opcode and never reads what follows, so a fixed-length
+# trailer after it keeps our snapshots loadable by any pickle.load (the official StyleGAN2-ADA
+# loader included) while letting our loaders notice a file that changed after it was written.
+CHECKSUM_TAG = b'\nSG2D-SHA256 '
+CHECKSUM_TRAILER_SIZE = len(CHECKSUM_TAG) + 64 + 1  # tag, SHA-256 in hex, newline
+CHECKSUM_SKIP_ENV = 'SG2D_SKIP_CHECKSUM'
+
+
+def checksum_trailer(hexdigest):
+    """The bytes written after a pickle: the tag, the SHA-256 (hex) of the pickle bytes, a newline."""
+    trailer = CHECKSUM_TAG + hexdigest.encode('ascii') + b'\n'
+    assert len(trailer) == CHECKSUM_TRAILER_SIZE
+    return trailer
+
+
+def checksum_skipped():
+    """Whether the user asked (SG2D_SKIP_CHECKSUM=1) to load files whose checksum does not match."""
+    return os.environ.get(CHECKSUM_SKIP_ENV, '').strip().lower() not in ('', '0', 'false', 'no')
+
+
+class HashingWriter:
+    """A binary file stand-in that passes every write on to `file` and adds it to a SHA-256."""
+
+    def __init__(self, file):
+        self.file = file
+        self.hash = hashlib.sha256()
+
+    def write(self, data):
+        self.hash.update(data)
+        return self.file.write(data)
+
+    def hexdigest(self):
+        return self.hash.hexdigest()

@@ -17,9 +17,17 @@ constructor arguments makes export fail with a message naming it. State beyond p
 buffers must follow from the constructor arguments (the persistent-class contract that resume
 relies on too). Plain data entries (e.g. `training_set_kwargs`) are kept; `resume_state` (optimiser
 and RNG state, for continuing training) is not exported.
+
+An export also holds `checksum`: the SHA-256 of a canonical serialisation of everything else in it
+(`content_checksum`: class names, constructor arguments, every tensor's name, dtype, shape and
+bytes, the data entries), so loading notices an export whose content changed after it was written.
+It lives inside the dict because bytes appended to torch.save's zip would break the zip. Exports
+without it (written before it existed) load unverified; SG2D_SKIP_CHECKSUM=1 skips the check.
 """
 
+import hashlib
 import importlib.util
+import io
 import os
 import re
 import warnings
@@ -27,7 +35,7 @@ import warnings
 import torch
 
 import dnnlib
-from torch_utils import persistence
+from torch_utils import misc, persistence
 
 FORMAT = 'stylegan2-disentangle-export'
 VERSION = 1
@@ -35,6 +43,7 @@ ALLOWED_PACKAGES = ('networks', 'training', 'torch_utils', 'disentangle', 'metri
 SKIPPED_KEYS = ('resume_state',)
 _NESTED = '__persistent_module__'
 _CLASS_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+')
+CHECKSUM_KEY = 'checksum'
 
 
 class ExportError(Exception):
@@ -117,7 +126,64 @@ def snapshot_to_export(snapshot):
                 data[key] = _plain(value, key)
             except ExportError:
                 skipped.append(key)
-    return dict(format=FORMAT, version=VERSION, modules=modules, data=data), skipped
+    export = dict(format=FORMAT, version=VERSION, modules=modules, data=data)
+    export[CHECKSUM_KEY] = content_checksum(export)
+    return export, skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# Checksum.
+
+def _feed(hasher, value):
+    """Add `value` to `hasher` in a form that depends only on its content.
+
+    Every item is a one-letter kind, a length and a payload, so two different values never give
+    the same byte sequence (no item can be mistaken for the end of another). Dict keys are sorted,
+    so the order in which torch.load rebuilds a dict does not matter; tensors contribute their
+    dtype, shape and raw bytes in row-major order, whatever their strides in memory.
+    """
+    def item(kind, payload):
+        hasher.update(kind + len(payload).to_bytes(8, 'little') + payload)
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        item(b'v', f'{type(value).__name__}:{value!r}'.encode('utf-8'))  # repr of a float is exact
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        item(b'T', f'{tensor.dtype}:{list(value.shape)}'.encode('ascii'))
+        raw = tensor.view(torch.uint8).numpy() if tensor.numel() else b''  # a view: no copy of the bytes
+        item(b'B', memoryview(raw).cast('B'))
+    elif isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ExportError('a dict with non-string keys cannot be part of an export.')
+        item(b'd', str(len(value)).encode('ascii'))
+        for key in sorted(value):
+            item(b'k', key.encode('utf-8'))
+            _feed(hasher, value[key])
+    elif isinstance(value, (list, tuple)):
+        item(b'l' if isinstance(value, list) else b't', str(len(value)).encode('ascii'))
+        for element in value:
+            _feed(hasher, element)
+    else:
+        raise ExportError(f'a {type(value).__name__} cannot be part of an export.')
+
+
+def content_checksum(export):
+    """SHA-256 (hex) of everything in an export dict except its own `checksum` entry."""
+    hasher = hashlib.sha256()
+    _feed(hasher, {key: value for key, value in export.items() if key != CHECKSUM_KEY})
+    return hasher.hexdigest()
+
+
+def checksum_matches(export):
+    """False only for an export with a checksum that its content no longer hashes to."""
+    stored = export.get(CHECKSUM_KEY)
+    if stored is None:  # written before exports carried one
+        return True
+    return isinstance(stored, str) and stored == content_checksum(export)
+
+
+_DAMAGED = ('its checksum does not match the one written with it, so the file was changed after it was written; '
+            'use another export, or set ' + misc.CHECKSUM_SKIP_ENV + '=1 to load it anyway')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,12 +254,20 @@ def build_module(spec):
     return module.eval().requires_grad_(False)
 
 
-def export_to_snapshot(export):
-    """The snapshot dict (modules rebuilt, data entries as EasyDicts) of a loaded export."""
+def export_to_snapshot(export, verify=None):
+    """The snapshot dict (modules rebuilt, data entries as EasyDicts) of a loaded export.
+
+    Its checksum, if it has one, is verified first unless `verify` is False (None: unless
+    SG2D_SKIP_CHECKSUM is set).
+    """
     if not isinstance(export, dict) or export.get('format') != FORMAT:
         raise ExportError('it is not an export written by export.py (no format marker).')
     if export.get('version') != VERSION:
         raise ExportError(f'it uses export version {export.get("version")!r}; this code reads version {VERSION}.')
+    if verify is None:
+        verify = not misc.checksum_skipped()
+    if verify and not checksum_matches(export):
+        raise ExportError(f'it is damaged: {_DAMAGED}.')
     snapshot = {key: _unplain(value) for key, value in export.get('data', {}).items()}
     for key, spec in export.get('modules', {}).items():
         snapshot[key] = None if spec is None else build_module(spec)
@@ -221,14 +295,30 @@ def load_export(path, name=None):
             'it is a plain pickle, not torch.save\'s format' if 'Unsupported operand' in str(err) else type(err).__name__
         raise ExportError(f'{path_name} is not a weights-only file ({why}); it was not loaded, since loading it '
                           f'could run code: use an export written by export.py.') from None
+    if isinstance(raw, dict) and raw.get('format') == FORMAT and raw.get('version') == VERSION \
+            and not misc.checksum_skipped():
+        try:
+            matches = checksum_matches(raw)
+        except ExportError as err:
+            raise ExportError(f'{path_name}: {err}') from None
+        if not matches:
+            raise ExportError(f'{path_name} is damaged: {_DAMAGED}.')
     try:
-        return export_to_snapshot(raw)
+        return export_to_snapshot(raw, verify=False)  # verified above, with the file's name
     except ExportError as err:
         raise ExportError(f'{path_name}: {err}') from None
 
 
 def save_export(export, path):
-    """Write atomically with torch.save."""
-    from torch_utils import misc
-    with misc.atomic_open(path, 'wb') as f:
-        torch.save(export, f)
+    """Write `export` with torch.save, with a fresh checksum of its content, atomically.
+
+    The checksum is recomputed here so that it always describes what is written, even if the dict
+    changed after snapshot_to_export. torch.save serialises into memory first: writing its zip
+    straight into a file on a full disk fails inside torch with an obscure error, whereas a plain
+    write of the finished bytes gives an OSError that names the file.
+    """
+    export = dict(export)
+    export[CHECKSUM_KEY] = content_checksum(export)
+    buffer = io.BytesIO()
+    torch.save(export, buffer)
+    misc.atomic_write_bytes(path, buffer.getbuffer())

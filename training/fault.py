@@ -5,6 +5,9 @@
   safe on any file and cheap next to loading: a file cut short by a crash, a full disk or a copy
   that stopped half-way fails it. Snapshots are written atomically (temp file + rename), so a
   truncated `network-snapshot-*.pkl` only appears when something outside the training code cut it.
+  Our snapshots also end with a SHA-256 of the pickle bytes (after STOP, where unpicklers never
+  read); a snapshot whose bytes changed after it was written (a flipped bit on disk or in a copy)
+  fails the check too. Pickles without that trailer (official ones, older ones) pass unverified.
 - `--resume=auto` continues the newest run directory of `--outdir` whose name carries the same
   description (`NNNNN-<data>-<cfg>-...-batch<N>`) and holds a complete snapshot; without one it
   starts a new run, so a job script can always pass `--resume=auto`.
@@ -14,6 +17,7 @@
   stop at the same step without a host sync on every step.
 """
 
+import hashlib
 import os
 import pickletools
 import re
@@ -23,6 +27,8 @@ import warnings
 
 import torch
 
+from torch_utils import misc
+
 SNAPSHOT_PREFIX = 'network-snapshot-'
 
 
@@ -30,8 +36,17 @@ class IncompleteSnapshotWarning(UserWarning):
     """A snapshot in a run directory is truncated or corrupt and was skipped."""
 
 
-def pickle_problem(data):
-    """None if `data` (bytes) is one whole pickle stream, else a short description of what is wrong."""
+# What pickle_problem says about a file whose bytes no longer hash to the checksum written after them.
+CHECKSUM_MISMATCH = 'its checksum does not match the one written with it, so the file was changed after it was written'
+
+
+def pickle_problem(data, verify=None):
+    """None if `data` (bytes) is one whole pickle stream, else a short description of what is wrong.
+
+    After the stream (which ends with STOP) only our checksum trailer may follow; its digest is
+    checked unless `verify` is False (None: unless SG2D_SKIP_CHECKSUM is set), and a mismatch is
+    described as CHECKSUM_MISMATCH. A pickle without a trailer (written elsewhere) passes unverified.
+    """
     if len(data) == 0:
         return 'the file is empty'
     try:
@@ -45,13 +60,31 @@ def pickle_problem(data):
         return f'it is not a pickle: {text}'
     if last is None or last[0].name != 'STOP':
         return 'the pickle stream has no end'
-    if last[1] + 1 != len(data):
-        return f'{len(data) - last[1] - 1} stray bytes follow the end of the pickle'
-    return None
+    return _trailer_problem(data, last[1] + 1, verify)
+
+
+def _trailer_problem(data, end, verify):
+    """Check what follows the pickle's STOP at `end`: nothing (a pickle from elsewhere, unverified) or
+    exactly the checksum trailer of torch_utils/misc.py, whose digest must match unless `verify` is
+    False (None: unless SG2D_SKIP_CHECKSUM is set)."""
+    rest = data[end:]
+    tag, size = misc.CHECKSUM_TAG, misc.CHECKSUM_TRAILER_SIZE
+    if len(rest) == 0:
+        return None
+    if len(rest) == size and rest.startswith(tag) and rest.endswith(b'\n'):
+        if verify is None:
+            verify = not misc.checksum_skipped()
+        if verify and hashlib.sha256(memoryview(data)[:end]).hexdigest().encode('ascii') != rest[len(tag):-1]:
+            return CHECKSUM_MISMATCH
+        return None
+    if len(rest) < size and (tag.startswith(rest) or rest.startswith(tag)):
+        return f'its {len(data)} bytes end inside the checksum that follows the pickle'
+    return f'{len(rest)} stray bytes follow the end of the pickle'
 
 
 def snapshot_problem(path):
-    """None if the file at `path` is a complete pickle, else why not (never unpickles)."""
+    """None if the file at `path` is a complete pickle whose checksum (if it has one) matches, else why
+    not (never unpickles)."""
     try:
         with open(path, 'rb') as f:
             data = f.read()

@@ -3,6 +3,8 @@
 Official pickles were often written under numpy 1.x, whose internal modules were renamed in numpy
 2 (`numpy.core` -> `numpy._core`); the unpickler maps the names of whichever numpy is installed.
 Exports (`.pt`, torch_utils/safe_export.py) take the weights-only path: nothing in them is executed.
+Both kinds carry a checksum when this code wrote them; a file that no longer matches it is refused
+as damaged (SG2D_SKIP_CHECKSUM=1 loads it anyway).
 Snapshots without plug-in keys get the plain Gaussian latent sampler, so every GAN pickle can be
 used for generation and evaluation the same way.
 """
@@ -13,8 +15,8 @@ import pickle
 import numpy as np
 
 import dnnlib
-from torch_utils import safe_export
-from training.fault import pickle_problem
+from torch_utils import misc, safe_export
+from training.fault import CHECKSUM_MISMATCH, pickle_problem
 
 
 class SnapshotError(Exception):
@@ -46,20 +48,28 @@ def load_pickle(f):
 def load_network_pkl(path_or_file, what='network snapshot'):
     """Load a snapshot dict from a path, URL or binary file object.
 
-    Raises SnapshotError (not a deep unpickling traceback) for missing, truncated or foreign files.
+    Raises SnapshotError (not a deep unpickling traceback) for missing, truncated, damaged or
+    foreign files. Damaged means the checksum written with the file (misc.atomic_pickle_dump,
+    safe_export.save_export) does not match its bytes; SG2D_SKIP_CHECKSUM=1 loads it anyway.
+    Files without a checksum (official pickles, older snapshots and exports) load unverified.
     """
     try:
         if isinstance(path_or_file, (str, bytes)) or hasattr(path_or_file, '__fspath__'):
             with dnnlib.util.open_url(str(path_or_file), verbose=False) as f:
                 raw = f.read()
-            if safe_export.is_export(path_or_file, raw):  # weights only: nothing in the file is executed
-                return _load_export(raw, path_or_file, what)
-            problem = pickle_problem(raw)  # checked without executing anything
-            if problem is not None:
-                raise SnapshotError(f'{path_or_file} is truncated or not a pickle ({problem}); use another snapshot.')
-            data = load_pickle(io.BytesIO(raw))
-        else:
-            data = load_pickle(path_or_file)
+        else:  # read whole, so that an open file gets the same checks as a path
+            raw = path_or_file.read()
+            name = getattr(path_or_file, 'name', None)
+            path_or_file = name if isinstance(name, str) and name else 'the snapshot file'
+        if safe_export.is_export(path_or_file, raw):  # weights only: nothing in the file is executed
+            return _load_export(raw, path_or_file, what)
+        problem = pickle_problem(raw)  # checked without executing anything
+        if problem == CHECKSUM_MISMATCH:
+            raise SnapshotError(f'{path_or_file} is damaged: {problem}; use another snapshot, or set '
+                                f'{misc.CHECKSUM_SKIP_ENV}=1 to load it anyway.')
+        if problem is not None:
+            raise SnapshotError(f'{path_or_file} is truncated or not a pickle ({problem}); use another snapshot.')
+        data = load_pickle(io.BytesIO(raw))
     except FileNotFoundError:
         raise SnapshotError(f'{path_or_file} does not exist.')
     except (EOFError, pickle.UnpicklingError) as err:

@@ -19,7 +19,6 @@ Single process only: a VAE of this size trains at hundreds of images/s on a CPU.
 import copy
 import json
 import os
-import pickle
 import time
 
 import numpy as np
@@ -33,6 +32,7 @@ from torch_utils.precision import autocast_dtype, resolve_precision
 from training import vae_objectives
 from training.loss import autocast_context
 from training import fault
+from training.snapshot import load_network_pkl
 from training.training_loop import (
     JsonLines,
     TrainingDiverged,
@@ -174,8 +174,7 @@ def vae_training_loop(
     resume_state = None
     if resume_pkl is not None:
         log(f'Resuming from "{resume_pkl}"')
-        with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = pickle.load(f)
+        resume_data = load_network_pkl(resume_pkl, what='VAE snapshot')  # checked: whole, checksum, weights-only .pt
         for name, module in [('E', E), ('Dec', Dec)] + list(objective_modules.items()):
             if resume_data.get(name) is not None:
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=True)
