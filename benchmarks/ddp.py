@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dnnlib  # noqa: E402
-from training import distributed  # noqa: E402
+from training import launch  # noqa: E402
 from training.dataset import dataset_kwargs  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def main(gpu_counts, data, cbase, cmax, batch, kimg, tick, device, threads):
             torch.set_num_threads(threads or os.cpu_count() or 1)
         with tempfile.TemporaryDirectory() as run_dir:
             start = time.time()
-            distributed.launch_training(config(run_dir, num_gpus, data, cbase, cmax, batch, kimg, tick, device))
+            launch.launch_training(config(run_dir, num_gpus, data, cbase, cmax, batch, kimg, tick, device))
             wall = time.time() - start
             with open(os.path.join(run_dir, 'stats.jsonl')) as f:
                 ticks = [json.loads(line) for line in f]

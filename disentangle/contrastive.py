@@ -213,7 +213,7 @@ class ContrastiveTerm(LossTerm):
 
 def configure_infogan_cr(c, opts, training_set):
     """`--cfg=infogan-cr`: the InfoGAN preset with official InfoGAN-CR weights, plus the contrastive term."""
-    import train as host
+    from training import options as host  # the presets' shared helpers and error type
     from disentangle import infogan
 
     defaults = dict(infogan.DEFAULTS, info_weight_cont=DEFAULTS['info_weight_cont'])

@@ -107,7 +107,7 @@ class DistillationTerm(LossTerm):
 
 def configure_idgan(c, opts, training_set):
     """`--cfg=idgan`: StyleGAN2's rule plus the VAE code in the mapping network and the distillation term."""
-    import train as host  # the CLI's helpers and error type; this runs inside train.py
+    from training import options as host  # the presets' shared helpers and error type
     from training.vae_snapshot import VAESnapshotError, check_vae_snapshot_fits, load_vae_snapshot
 
     vae = opts.get('vae')
@@ -127,7 +127,7 @@ def configure_idgan(c, opts, training_set):
     nuisance_dim = opts.get('nuisance_dim')
     nuisance_dim = DEFAULTS['nuisance_dim'] if nuisance_dim is None else nuisance_dim
 
-    widths = host._configure_stylegan2(c, opts, training_set)
+    widths = host.configure_stylegan2(c, opts, training_set)
     vae = os.path.abspath(vae) if os.path.exists(vae) else vae
     c.latent_kwargs = dict(class_name='disentangle.latents.PosteriorBankLatent', vae_pkl=vae, code_dim=code_dim,
                            nuisance_dim=nuisance_dim, bank_size=DEFAULTS['bank_size'], bank_seed=opts.seed)

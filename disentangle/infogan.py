@@ -148,7 +148,7 @@ def _opt(opts, name, default):
 
 def configure_infogan(c, opts, training_set, defaults=DEFAULTS):
     """`--cfg=infogan`: StyleGAN2's rule plus InfoGAN's codes in the mapping network and the MI term."""
-    import train as host  # the CLI's helpers and error type; this runs inside train.py
+    from training import options as host  # the presets' shared helpers and error type
 
     try:
         cat_sizes = parse_cat(opts.get('cat'))
@@ -165,7 +165,7 @@ def configure_infogan(c, opts, training_set, defaults=DEFAULTS):
         raise host.UserError('--info-weight-cont needs continuous codes; set --cont or drop --info-weight-cont.')
     noise_dim = _opt(opts, 'nuisance_dim', defaults['noise_dim'])
 
-    widths = host._configure_stylegan2(c, opts, training_set)
+    widths = host.configure_stylegan2(c, opts, training_set)
     c.latent_kwargs = dict(class_name='disentangle.infogan_latent.InfoGANLatent', cat_sizes=list(cat_sizes),
                            cont_dim=cont, noise_dim=noise_dim)
     c.G_kwargs.mapping_kwargs.class_name = 'disentangle.latents.CodeMappingNetwork'

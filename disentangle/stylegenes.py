@@ -315,7 +315,7 @@ def mapping_cost(mapping, batch=1):
 def configure_genes(c, opts, training_set):
     """`--mapping=genes`: the gene-bank sampler and mapping, after the --cfg preset (stylegan2 or idgan)."""
     del training_set
-    import train as host  # the CLI's error type; this runs inside train.py
+    from training import options as host  # the presets' shared helpers and error type
     num_genes = opts.get('genes') or DEFAULTS['genes']
     num_variants = opts.get('variants') or DEFAULTS['variants']
     gene_dim = opts.get('gene_dim')

@@ -14,7 +14,7 @@ from test_idgan import CODE_DIM, _write_squares_folder, _write_vae_snapshot
 import dnnlib
 from networks.stylegan2 import Discriminator, Generator
 from torch_utils import misc, training_stats
-from training import distributed, fault
+from training import distributed, fault, launch
 from training import training_loop as tl
 from training.global_batch import GlobalBatchSampling
 from training.latent import GaussianLatent
@@ -87,7 +87,7 @@ def test_two_gloo_processes_train_the_same_parameters_as_one(cfg, squares, tmp_p
     overrides = idgan_overrides(vae) if cfg == 'idgan' else {}
     for num_gpus in (1, 2):
         c = ddp_config(tmp_path / f'gpus{num_gpus}', num_gpus, data=data, **overrides)
-        assert distributed.launch_training(c) is None
+        assert launch.launch_training(c) is None
     one, two = final_snapshot(tmp_path / 'gpus1'), final_snapshot(tmp_path / 'gpus2')
     assert one['resume_state']['cur_nimg'] == two['resume_state']['cur_nimg'] == 24
     assert two['resume_state']['num_gpus'] == 2 and len(two['resume_state']['rank_rng']) == 2

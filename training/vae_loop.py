@@ -364,12 +364,12 @@ def _resolve_vae_resume(resume, host):
         if not snaps:
             raise host.UserError(f'--resume={resume} is a directory without {SNAPSHOT_PREFIX}*.pkl files.')
         return snaps[-1], resume
-    return host._resolve_resume(resume)
+    return host.resolve_resume(resume)
 
 
 def launch_vae_training(opts):
     """Configure and run VAE training from train.py's parsed options (an EasyDict of its click options)."""
-    import train as host  # the CLI's helpers: run directories, resume paths, its error type
+    from training import options as host  # the presets' shared helpers and error type
     from networks.vae import VAEConfigError, conv_channels
     from training.dataset import DatasetError, dataset_kwargs
     from training.vae_snapshot import VAESnapshotError, check_vae_snapshot_fits, load_vae_snapshot
@@ -446,9 +446,9 @@ def launch_vae_training(opts):
         c.resume_pkl = resume_pkl
 
     desc = f'{training_set.name}-{opts.cfg}' + ('-mirror' if opts.mirror else '') + f'-batch{c.batch_size}'
-    c.run_dir = resume_dir if resume_dir is not None else host._make_run_dir(opts.outdir, desc, opts.dry_run)
+    c.run_dir = resume_dir if resume_dir is not None else host.make_run_dir(opts.outdir, desc, opts.dry_run)
     if resume_dir is not None:
-        host._check_same_options(c, resume_dir)
+        host.check_same_options(c, resume_dir)
 
     print()
     print('Training options:')
@@ -478,5 +478,5 @@ def launch_vae_training(opts):
         finally:
             stop.restore()
     if stop.signum is not None:
-        host._exit_after_signal(stop.signum, c.run_dir, prefix=SNAPSHOT_PREFIX)
+        host.exit_after_signal(stop.signum, c.run_dir, prefix=SNAPSHOT_PREFIX)
     return result
