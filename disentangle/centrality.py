@@ -1,4 +1,4 @@
-"""ModelCentrality (Lin et al., ICML 2020): unsupervised selection among trained models (METHODS.md section 5).
+"""ModelCentrality (Lin et al., ICML 2020): unsupervised selection among trained models (docs/INFOGAN.md).
 
 Every model is both a *generator of labelled data* and an *encoder*:
 

@@ -1,4 +1,4 @@
-"""InfoGAN-CR (Lin et al., ICML 2020): the contrastive regulariser and `--cfg=infogan-cr` (METHODS.md section 5).
+"""InfoGAN-CR (Lin et al., ICML 2020): the contrastive regulariser and `--cfg=infogan-cr` (docs/INFOGAN.md).
 
 Pairs: draw i uniformly from the k continuous codes; two latents share code i exactly and the
 noise, every other code is drawn independently for each side (categorical groups included). With

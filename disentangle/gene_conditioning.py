@@ -1,4 +1,4 @@
-"""Conditional sampling from an unconditional genes network, with an attribute classifier (METHODS.md section 6).
+"""Conditional sampling from an unconditional genes network, with an attribute classifier (docs/STYLEGENES.md).
 
     generate.py --network=genes.pkl --condition shape=heart --seeds=0-63 --outdir=out
 

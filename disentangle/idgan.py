@@ -1,4 +1,4 @@
-"""ID-GAN (Lee et al., ECCV 2020): the distillation term and the `--cfg=idgan` preset (METHODS.md section 3).
+"""ID-GAN (Lee et al., ECCV 2020): the distillation term and the `--cfg=idgan` preset (docs/IDGAN.md).
 
 The generator's input is z = cat(code, nuisance) from `disentangle.latents.PosteriorBankLatent`;
 for G only, the loss gains lambda * R_ID with

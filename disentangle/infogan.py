@@ -1,4 +1,4 @@
-"""InfoGAN (Chen et al. 2016): the mutual-information term and the `--cfg=infogan` preset (METHODS.md section 4).
+"""InfoGAN (Chen et al. 2016): the mutual-information term and the `--cfg=infogan` preset (docs/INFOGAN.md).
 
 G's input is z = cat(one-hot categorical codes, continuous codes, noise) from
 `disentangle.infogan_latent.InfoGANLatent`. A head Q on D's penultimate features predicts the

@@ -1,4 +1,4 @@
-"""InfoGAN's latent: categorical and continuous codes plus Gaussian noise (METHODS.md section 4).
+"""InfoGAN's latent: categorical and continuous codes plus Gaussian noise (docs/INFOGAN.md).
 
 `InfoGANLatent` is seam 1 of docs/ARCHITECTURE.md. What G eats is
 

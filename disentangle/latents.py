@@ -1,4 +1,4 @@
-"""ID-GAN's latent: a VAE code from the aggregate posterior, plus Gaussian nuisance (METHODS.md section 3).
+"""ID-GAN's latent: a VAE code from the aggregate posterior, plus Gaussian nuisance (docs/IDGAN.md).
 
 `PosteriorBankLatent` is seam 1 of docs/ARCHITECTURE.md. Encoding real images at every step
 would cost an encoder pass per sample, so `prepare()` encodes a random subset of the training set

@@ -1,4 +1,4 @@
-"""StyleGenes (Ntavelis et al., WACV 2024; METHODS.md section 6): a gene bank instead of the mapping MLP.
+"""StyleGenes (Ntavelis et al., WACV 2024; docs/STYLEGENES.md): a gene bank instead of the mapping MLP.
 
 No official code exists; every concrete choice below is this project's (docs/STYLEGENES.md says why).
 

@@ -9,7 +9,7 @@
 The oracle labels generated images for the generator-side disentanglement metrics (`mig_gen`,
 `dci_gen`) and provides the feature space of the offline fidelity metrics (`fd_oracle`).
 
-Architecture (our choice): the ID-GAN VAE encoder's trunk (METHODS.md section 2) — four 4x4
+Architecture (our choice): the ID-GAN VAE encoder's trunk (docs/VAE.md) — four 4x4
 stride-2 convolutions with 32, 32, 64, 64 channels, batch normalisation and ReLU, a 256-wide fully
 connected layer (the features), then one linear softmax head per factor. Batch normalisation
 makes shape and scale learnable within a CPU budget (dSprites after 800 steps at lr 3e-3,

@@ -1,4 +1,4 @@
-"""Known values of the disentanglement metrics (METHODS.md §7) on dSprites factor sizes, without images.
+"""Known values of the disentanglement metrics (docs/METRICS.md) on dSprites factor sizes, without images.
 
 The ground-truth data here only samples factors; its "observations" are the factors themselves, so
 a representation is a function of the factors: the scaled indices (perfectly disentangled), or a

@@ -1,7 +1,7 @@
 """Adaptive discriminator augmentation (ADA): the augmentation pipeline and its p heuristic.
 
 Semantics follow Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data"
-(METHODS.md §1); the code is our own. Every image the discriminator sees, real or fake, goes
+(docs/TRAINING.md); the code is our own. Every image the discriminator sees, real or fake, goes
 through `AugmentPipe`. Each transform fires per image with probability `multiplier * p`; the
 buffer `p` is steered by `AdaptiveP` so that D's sign on reals stays near a target.
 

@@ -1,6 +1,6 @@
 """dSprites, rendered on the fly: 737 280 binary 64x64 images of a white sprite on black.
 
-Factor grid (METHODS.md section 8, identical to deepmind/dsprites-dataset; colour, which has a
+Factor grid (docs/DATASETS.md; identical to deepmind/dsprites-dataset; colour, which has a
 single value there, is left out):
     shape        3   square, ellipse, heart (in this order)
     scale        6   linspace(0.5, 1, 6)
