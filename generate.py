@@ -1,34 +1,15 @@
 """Generate images with a trained network snapshot (ours or an official StyleGAN2-ADA pickle)."""
 
 import os
-import re
 
 import click
 import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange, UserError, makedirs_or_fail, os_errors_as_user_errors
+from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange, makedirs_or_fail, os_errors_as_user_errors, parse_range
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
-
-
-def parse_range(text):
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
-    values = []
-    for part in str(text).split(','):
-        part = part.strip()
-        m = re.fullmatch(r'(\d+)-(\d+)', part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise ValueError(f'range "{part}" ends before it starts')
-            values.extend(range(lo, hi + 1))
-        elif re.fullmatch(r'\d+', part):
-            values.append(int(part))
-        else:
-            raise ValueError(f'"{part}" is not a number or a range like 0-7')
-    return values
 
 
 def _save_png(img, path):

@@ -9,6 +9,7 @@ import errno
 import functools
 import math
 import os
+import re
 import sys
 
 import click
@@ -55,6 +56,24 @@ FINITE_FLOAT = FiniteFloatRange()
 
 
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def parse_range(text):
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
+    values = []
+    for part in str(text).split(','):
+        part = part.strip()
+        m = re.fullmatch(r'(\d+)-(\d+)', part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError(f'range "{part}" ends before it starts')
+            values.extend(range(lo, hi + 1))
+        elif re.fullmatch(r'\d+', part):
+            values.append(int(part))
+        else:
+            raise ValueError(f'"{part}" is not a number or a range like 0-7')
+    return values
 
 
 def describe_os_error(err, doing=None):
