@@ -43,6 +43,8 @@ def to_uint8(img):
               metavar='PNG')
 @click.option('--set', 'edits', help='Set a code dimension before rendering, DIM=VALUE (repeatable)', multiple=True,
               metavar='DIM=VALUE')
+@click.option('--projected-w', 'projected_w', help='Render the w of projector.py (projected_w.npz) instead of seeds',
+              metavar='NPZ')
 @click.option('--compare-vae', help='ID-GAN: also render the VAE decoder for the same codes (compare-vae.png; '
               'with --traverse its traversals too)', is_flag=True)
 # Genes networks (StyleGenes, disentangle/stylegenes.py): genome editing and conditional sampling.
@@ -60,7 +62,7 @@ def to_uint8(img):
               type=FiniteFloatRange(min=0, min_open=True), default=1.0)
 @os_errors_as_user_errors
 def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, device, precision, traverse, dims, steps,
-         encode_path, edits, compare_vae, genome_text, swaps, conditions, classifier, condition_samples, condition_temp):
+         encode_path, edits, projected_w, compare_vae, genome_text, swaps, conditions, classifier, condition_samples, condition_temp):
     """Generate images with a trained network.
 
     \b
@@ -110,6 +112,10 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
     except SnapshotError as err:
         raise click.ClickException(str(err))
 
+    if projected_w is not None:
+        _render_projected_w(G, projected_w, outdir, noise_mode, amp, device,
+                            others=traverse or encode_path or edits or compare_vae or genome_text or swaps or conditions)
+        return
     c = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim != 0:
         if class_idx is None:
@@ -219,6 +225,30 @@ def main(network_pkl, seeds, truncation_psi, noise_mode, class_idx, outdir, devi
               f'{report["samples_for_statistics"]} unconditional samples (condition.json)')
         written += 1
     print(f'wrote {written} files to {outdir}')
+
+
+def _render_projected_w(G, path, outdir, noise_mode, amp, device, others=False):
+    """proj00.png, proj01.png, ... from projector.py's projected_w.npz (`w`: [N, num_ws, w_dim]), as StyleGAN2-ADA."""
+    import numpy as np
+    if others:
+        raise click.ClickException('--projected-w renders the projection alone; drop --traverse, --encode, --set and '
+                                   'the gene options.')
+    try:
+        with np.load(path) as data:
+            ws = torch.from_numpy(data['w']).to(device=device, dtype=torch.float32)
+    except FileNotFoundError:
+        raise click.ClickException(f'--projected-w={path} does not exist.') from None
+    except (OSError, ValueError, KeyError) as err:
+        raise click.ClickException(f'--projected-w={path} is not a projected_w.npz with a "w" array ({err}).') from None
+    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+        raise click.ClickException(f'--projected-w={path} holds w of shape {list(ws.shape)}, but this network needs '
+                                   f'[N, {G.num_ws}, {G.w_dim}]; project with the same network.')
+    makedirs_or_fail(outdir, '--outdir')
+    for idx, w in enumerate(ws):
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
+            img = G.synthesis(w[None], noise_mode=noise_mode)
+        _save_png(to_uint8(img)[0], os.path.join(outdir, f'proj{idx:02d}.png'))
+    print(f'wrote {len(ws)} files to {outdir}')
 
 
 def _traversal_plugin():
