@@ -3,8 +3,8 @@
 Each method module of the package registers its own presets by defining a module-level
 `TRAIN_CONFIGS = {name: function}`; this module collects them from every sibling module, so a new
 method (InfoGAN, StyleGenes, ...) adds presets by adding its own file, without editing this one or
-another method's. A preset edits train.py's config EasyDict `c` like train.py's
-`_configure_stylegan2` and returns dict(cbase=..., cmax=...) defaults. A preset may list the
+another method's. A preset edits train.py's config EasyDict `c` like
+`training.options.configure_stylegan2` and returns dict(cbase=..., cmax=...) defaults. A preset may list the
 train.py options it reads as `function.options`; train.py rejects those options with other presets.
 
 Mapping choices work the same way through a module-level `TRAIN_MAPPINGS = {name: function}`
