@@ -92,7 +92,7 @@ def _mapping_choices():
 @click.option('--tf32', help='TF32 matmuls and convolutions on CUDA (faster on Ampere/Hopper, ~1e-3 relative error; '
                              'off as in StyleGAN2-ADA)', type=bool, default=False, metavar='BOOL')
 @click.option('--compile', 'torch_compile', help='torch.compile G\'s synthesis network and D for the main phases '
-              '(regularisation phases stay eager; opt-in, not yet measured)',
+              '(regularisation phases stay eager; opt-in: break-even on CPU, docs/PERFORMANCE.md; unmeasured on GPU)',
               type=bool, default=False, metavar='BOOL')
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', metavar='DEVICE')
 @click.option('--workers', help='DataLoader worker processes', type=click.IntRange(min=0), default=2)
