@@ -7,7 +7,7 @@ import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import FINITE_FLOAT, FiniteFloatRange, makedirs_or_fail, os_errors_as_user_errors, parse_range
+from dnnlib.cli import FINITE_FLOAT, save_image, FiniteFloatRange, makedirs_or_fail, os_errors_as_user_errors, parse_range
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
 
@@ -16,9 +16,7 @@ def _save_png(img, path):
     """img: [C, H, W] uint8 tensor; written atomically."""
     arr = img.permute(1, 2, 0).cpu().numpy()
     image = PIL.Image.fromarray(arr[:, :, 0], 'L') if arr.shape[2] == 1 else PIL.Image.fromarray(arr, 'RGB')
-    tmp = f'{path}.tmp{os.getpid()}.png'
-    image.save(tmp)
-    os.replace(tmp, path)
+    save_image(image, path)
 
 
 def to_uint8(img):

@@ -13,7 +13,7 @@ import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import makedirs_or_fail, os_errors_as_user_errors
+from dnnlib.cli import save_image, makedirs_or_fail, os_errors_as_user_errors
 from dnnlib.progress import Progress
 
 # The VGG16 of the StyleGAN2-ADA metrics, whose LPIPS features the official projector compares.
@@ -50,12 +50,6 @@ def to_pil(img):
     """[C, H, W] in [-1, 1] -> PIL image."""
     array = (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return PIL.Image.fromarray(array[:, :, 0], 'L') if array.shape[2] == 1 else PIL.Image.fromarray(array, 'RGB')
-
-
-def _save(image, path):
-    tmp = f'{path}.tmp{os.getpid()}.png'
-    image.save(tmp)
-    os.replace(tmp, path)
 
 
 def load_distance(name, url, device):
@@ -131,8 +125,8 @@ def main(network_pkl, target_fname, num_steps, seed, save_video, w_plus, distanc
                              device=device, progress=lambda step, loss: progress.update(1))
     with torch.no_grad():
         final = G.synthesis(ws[-1:].to(device), noise_mode='const')[0]
-    _save(to_pil(target), os.path.join(outdir, 'target.png'))
-    _save(to_pil(final), os.path.join(outdir, 'proj.png'))
+    save_image(to_pil(target), os.path.join(outdir, 'target.png'))
+    save_image(to_pil(final), os.path.join(outdir, 'proj.png'))
     path = os.path.join(outdir, 'projected_w.npz')
     tmp = os.path.join(outdir, f'.projected_w.{os.getpid()}.npz')
     np.savez(tmp, w=ws[-1:].cpu().numpy())

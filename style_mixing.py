@@ -11,7 +11,7 @@ import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import FINITE_FLOAT, makedirs_or_fail, os_errors_as_user_errors, parse_range
+from dnnlib.cli import save_image, FINITE_FLOAT, makedirs_or_fail, os_errors_as_user_errors, parse_range
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
 
@@ -33,12 +33,6 @@ def grid_image(images, rows, cols):
         canvas[(r + 1) * height:(r + 2) * height, (c + 1) * width:(c + 2) * width] = img
     array = canvas.numpy()
     return PIL.Image.fromarray(array[:, :, 0], 'L') if channels == 1 else PIL.Image.fromarray(array, 'RGB')
-
-
-def _save(image, path):
-    tmp = f'{path}.tmp{os.getpid()}.png'
-    image.save(tmp)
-    os.replace(tmp, path)
 
 
 @click.command(cls=cli.Command, context_settings=dict(show_default=True))
@@ -129,10 +123,10 @@ def main(network_pkl, row_seeds, col_seeds, col_styles, truncation_psi, noise_mo
             name = (f'{rows[r]}-{cols[k]}' if r >= 0 and k >= 0 else f'{rows[r]}-{rows[r]}' if k < 0
                     else f'{cols[k]}-{cols[k]}')
             array = img.numpy()
-            _save(PIL.Image.fromarray(array[:, :, 0], 'L') if array.shape[2] == 1 else PIL.Image.fromarray(array, 'RGB'),
+            save_image(PIL.Image.fromarray(array[:, :, 0], 'L') if array.shape[2] == 1 else PIL.Image.fromarray(array, 'RGB'),
                   os.path.join(outdir, f'{name}.png'))
             progress.update(1)
-    _save(grid_image(images, len(rows), len(cols)), os.path.join(outdir, 'grid.png'))
+    save_image(grid_image(images, len(rows), len(cols)), os.path.join(outdir, 'grid.png'))
     print(f'wrote {len(jobs) + 1} images to {outdir} (styles {styles or "none"} from the columns)')
 
 

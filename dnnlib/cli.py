@@ -76,6 +76,17 @@ def parse_range(text):
     return values
 
 
+def save_image(image, path):
+    """Write a PIL image atomically (a temporary file next to `path`, then a rename)."""
+    tmp = f'{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}'
+    try:
+        image.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def describe_os_error(err, doing=None):
     """One sentence for an OSError: which file, and the system's reason (disk full, read-only, ...)."""
     doing = doing or ('write' if err.errno in WRITE_ERRNOS else 'open')
