@@ -7,7 +7,8 @@ import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import FINITE_FLOAT, save_image, FiniteFloatRange, makedirs_or_fail, os_errors_as_user_errors, parse_range
+from dnnlib.cli import (FINITE_FLOAT, FiniteFloatRange, makedirs_or_fail, os_errors_as_user_errors, parse_range,
+                        save_image)
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
 

@@ -13,7 +13,7 @@ import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import save_image, makedirs_or_fail, os_errors_as_user_errors
+from dnnlib.cli import makedirs_or_fail, os_errors_as_user_errors, save_image
 from dnnlib.progress import Progress
 
 # The VGG16 of the StyleGAN2-ADA metrics, whose LPIPS features the official projector compares.

@@ -11,7 +11,7 @@ import PIL.Image
 import torch
 
 from dnnlib import cli
-from dnnlib.cli import save_image, FINITE_FLOAT, makedirs_or_fail, os_errors_as_user_errors, parse_range
+from dnnlib.cli import FINITE_FLOAT, makedirs_or_fail, os_errors_as_user_errors, parse_range, save_image
 from dnnlib.progress import Progress
 from torch_utils.precision import PRECISIONS, autocast_dtype, resolve_precision
 
